@@ -1,1 +1,18 @@
+//! Spool's broker core. Partitions are actors; the topic registry supervises them and is the
+//! one place cluster metadata is produced. Front ends talk to the core only through the
+//! messages defined here and the read-only [`Catalog`].
 
+pub mod broker;
+pub mod catalog;
+mod error;
+pub mod partition;
+mod producer_state;
+pub mod record_batch;
+pub mod registry;
+
+pub use broker::{Broker, BrokerConfig};
+pub use catalog::{Catalog, CatalogSnapshot, NodeInfo, PartitionInfo, TopicInfo};
+pub use error::BrokerError;
+
+#[cfg(test)]
+mod supervision_tests;

@@ -14,6 +14,7 @@ use crate::StoreError;
 const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 const LOG_START: TableDefinition<(&str, u32), u64> = TableDefinition::new("log_start_offsets");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const CLUSTER: TableDefinition<&str, &str> = TableDefinition::new("cluster");
 
 /// A topic as the broker remembers it across restarts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,8 +40,32 @@ impl MetaStore {
         tx.open_table(TOPICS)?;
         tx.open_table(LOG_START)?;
         tx.open_table(COUNTERS)?;
+        tx.open_table(CLUSTER)?;
         tx.commit()?;
         Ok(MetaStore { db })
+    }
+
+    /// The cluster id, generated on first start and kept for the data directory's lifetime.
+    pub fn cluster_id(&self) -> Result<String, StoreError> {
+        let tx = self.db.begin_write()?;
+        let id = {
+            let mut t = tx.open_table(CLUSTER)?;
+            let existing = t.get("cluster_id")?.map(|v| v.value().to_string());
+            match existing {
+                Some(id) => id,
+                None => {
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos())
+                        .unwrap_or(0);
+                    let id = format!("spool-{:x}-{:x}", nanos, std::process::id());
+                    t.insert("cluster_id", id.as_str())?;
+                    id
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(id)
     }
 
     pub fn topics(&self) -> Result<Vec<TopicRecord>, StoreError> {

@@ -1,0 +1,74 @@
+//! The broker root: owns the metadata store, the arbiters partitions run on, and the topic
+//! registry that supervises them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use spool_store::{LogConfig, MetaStore};
+
+use crate::catalog::{Catalog, CatalogSnapshot, NodeInfo};
+use crate::registry::TopicRegistry;
+use crate::BrokerError;
+
+/// Settings of the broker core (front ends have their own).
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub data_dir: PathBuf,
+    /// Host and port clients are told to connect to.
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    /// Partitions of an auto-created topic, or of a CreateTopics without a count.
+    pub default_partitions: u32,
+    pub auto_create_topics: bool,
+    /// Defaults for every topic's log config.
+    pub log_defaults: LogConfig,
+    /// Threads partition actors are spread over (one arbiter each); 0 means one per core.
+    pub partition_threads: usize,
+}
+
+/// A running broker core: what front ends hold.
+#[derive(Clone)]
+pub struct Broker {
+    pub config: Arc<BrokerConfig>,
+    pub registry: Addr<TopicRegistry>,
+    pub catalog: Catalog,
+}
+
+impl Broker {
+    /// Opens the metadata store, recovers every topic's partitions and starts the registry.
+    /// Must be called inside a running actix `System`.
+    pub fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            BrokerError::Storage(spool_store::StoreError::Io {
+                path: config.data_dir.clone(),
+                source: e,
+            })
+        })?;
+        let meta = Arc::new(MetaStore::open(&config.data_dir.join("meta.redb"))?);
+        let cluster_id = meta.cluster_id()?;
+        let catalog = Catalog::new(CatalogSnapshot {
+            cluster_id,
+            controller_id: config.node_id,
+            nodes: vec![NodeInfo {
+                node_id: config.node_id,
+                host: config.advertised_host.clone(),
+                port: config.advertised_port,
+            }],
+            topics: Default::default(),
+        });
+        let threads = match config.partition_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
+        let config = Arc::new(config);
+        let registry = TopicRegistry::recover(config.clone(), meta, catalog.clone(), arbiters)?;
+        Ok(Broker {
+            config,
+            registry: registry.start(),
+            catalog,
+        })
+    }
+}

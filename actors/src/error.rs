@@ -1,0 +1,57 @@
+use spool_store::StoreError;
+
+/// Errors the broker core reports to front ends, which choose the wire code for each.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("unknown topic '{0}'")]
+    UnknownTopic(String),
+    #[error("topic '{topic}' has no partition {partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("invalid topic name '{name}': {reason}")]
+    InvalidTopic { name: String, reason: &'static str },
+    #[error("invalid partition count: {0}")]
+    InvalidPartitions(String),
+    #[error("invalid replication factor {0}: this cluster has one node")]
+    InvalidReplicationFactor(i16),
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    #[error("corrupt record batch: {0}")]
+    CorruptBatch(String),
+    #[error("record batch of {size} bytes exceeds max.message.bytes {limit}")]
+    BatchTooLarge { size: usize, limit: usize },
+    #[error("offset {offset} is out of range [{start}, {end}]")]
+    OffsetOutOfRange { offset: u64, start: u64, end: u64 },
+    #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    #[error("producer {producer_id}: epoch {got} is older than {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        got: i16,
+        current: i16,
+    },
+    #[error("producer {0} has no state on this partition")]
+    UnknownProducerId(i64),
+    #[error("partition {topic}-{partition} is restarting")]
+    PartitionUnavailable { topic: String, partition: i32 },
+    #[error("storage error: {0}")]
+    Storage(#[source] StoreError),
+}
+
+impl From<StoreError> for BrokerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::OffsetOutOfRange { offset, start, end } => {
+                BrokerError::OffsetOutOfRange { offset, start, end }
+            }
+            StoreError::FrameTooLarge { size, limit } => BrokerError::BatchTooLarge { size, limit },
+            StoreError::MalformedFrame(m) => BrokerError::CorruptBatch(m),
+            e => BrokerError::Storage(e),
+        }
+    }
+}
