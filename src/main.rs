@@ -1,1 +1,166 @@
-fn main() {}
+//! The `spool` command: `spool serve` runs the broker; `spool bench` measures one.
+
+mod bench;
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use spool_actors::partition::CloseLog;
+use spool_actors::{Broker, BrokerConfig};
+use spool_kafka::KafkaConfig;
+use spool_store::LogConfig;
+use tracing::info;
+
+use crate::config::ServeArgs;
+
+/// Spool: one durable partitioned log, served over the Kafka protocol.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (embedded storage; no external service).
+    Serve(ServeArgs),
+    /// Measure produce and consume throughput against a Kafka-protocol broker.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args.with_file()?),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_level.as_deref().unwrap_or("info"));
+    let kafka_addr: SocketAddr = args
+        .kafka_addr
+        .unwrap_or_else(|| "0.0.0.0:9092".parse().unwrap());
+    let listener = std::net::TcpListener::bind(kafka_addr)
+        .with_context(|| format!("binding the Kafka listener to {kafka_addr}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let (advertised_host, advertised_port) = match &args.advertised_kafka_addr {
+        Some(a) => {
+            let (h, p) = a
+                .rsplit_once(':')
+                .context("--advertised-kafka-addr must be host:port")?;
+            (h.to_string(), p.parse().context("advertised port")?)
+        }
+        None if bound.ip().is_unspecified() => ("127.0.0.1".to_string(), bound.port()),
+        None => (bound.ip().to_string(), bound.port()),
+    };
+    let mut log_defaults = LogConfig::default();
+    let overrides = [
+        ("flush.messages", args.flush_messages.map(|v| v.to_string())),
+        ("flush.ms", args.flush_ms.map(|v| v.to_string())),
+        ("segment.bytes", args.segment_bytes.map(|v| v.to_string())),
+        ("retention.ms", args.retention_ms.map(|v| v.to_string())),
+        (
+            "retention.bytes",
+            args.retention_bytes.map(|v| v.to_string()),
+        ),
+        (
+            "max.message.bytes",
+            args.max_message_bytes.map(|v| v.to_string()),
+        ),
+    ];
+    for (k, v) in overrides {
+        if let Some(v) = v {
+            log_defaults
+                .set(k, &v)
+                .with_context(|| format!("option {k}"))?;
+        }
+    }
+    let broker_config = BrokerConfig {
+        node_id: args.node_id.unwrap_or(1),
+        data_dir: args
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("./spool-data")),
+        advertised_host,
+        advertised_port,
+        default_partitions: args.num_partitions.unwrap_or(1),
+        auto_create_topics: args.auto_create_topics.unwrap_or(true),
+        log_defaults,
+        partition_threads: args.partition_threads.unwrap_or(0),
+    };
+    if broker_config.default_partitions == 0 {
+        bail!("--num-partitions must be at least 1");
+    }
+    let defaults = KafkaConfig::default();
+    let kafka_config = KafkaConfig {
+        max_request_bytes: args.max_request_bytes.unwrap_or(defaults.max_request_bytes),
+        max_connections: args.max_connections.unwrap_or(defaults.max_connections),
+        max_inflight_requests: args
+            .max_inflight_requests
+            .unwrap_or(defaults.max_inflight_requests)
+            .max(1),
+    };
+    info!(node_id = broker_config.node_id, data_dir = %broker_config.data_dir.display(), "starting spool");
+
+    // Actors run in an actix System on their own thread; the network on a tokio runtime.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let actors = std::thread::Builder::new()
+        .name("spool-actors".into())
+        .spawn(move || {
+            let system = actix_rt::System::new();
+            system.block_on(async {
+                let _ =
+                    tx.send(Broker::start(broker_config).map(|b| (b, actix_rt::System::current())));
+            });
+            let _ = system.run();
+        })?;
+    let (broker, system) = rx.recv().context("the actor system did not start")??;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        info!(addr = %bound, "recovery done; serving");
+        tokio::select! {
+            _ = spool_kafka::serve(listener, broker.clone(), kafka_config) => {}
+            _ = shutdown_signal() => info!("shutting down"),
+        }
+        close_partitions(&broker).await;
+        anyhow::Ok(())
+    })?;
+    system.stop();
+    let _ = actors.join();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Flushes every partition before exit.
+async fn close_partitions(broker: &Broker) {
+    let snapshot = broker.catalog.snapshot();
+    for topic in snapshot.topics.values() {
+        for p in topic.partitions.iter().filter_map(|p| p.local.as_ref()) {
+            let _ = p.send(CloseLog { delete: false }).await;
+        }
+    }
+}

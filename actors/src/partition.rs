@@ -226,7 +226,10 @@ impl PartitionActor {
     }
 
     /// The synchronous part of an append: sequence checks, then writes.
-    fn append(&mut self, batches: Vec<ValidatedBatch>) -> Result<(AppendResult, bool), BrokerError> {
+    fn append(
+        &mut self,
+        batches: Vec<ValidatedBatch>,
+    ) -> Result<(AppendResult, bool), BrokerError> {
         let ReplicaRole::Leader { epoch } = self.role else {
             return Err(BrokerError::PartitionUnavailable {
                 topic: self.topic.to_string(),
@@ -248,7 +251,8 @@ impl PartitionActor {
             batch.bytes[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
             let out = self.log_mut().append(&mut batch.bytes, &info)?;
             if let Some(w) = &info.writer {
-                self.producers.record(w, info.last_offset_delta, out.base_offset);
+                self.producers
+                    .record(w, info.last_offset_delta, out.base_offset);
             }
             needs_sync |= out.needs_sync;
             first_base.get_or_insert(out.base_offset);
@@ -282,7 +286,10 @@ impl PartitionActor {
             let r = job.run();
             (job, r)
         });
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| act.finish_sync(res, ctx)));
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(|res, act, ctx| act.finish_sync(res, ctx)),
+        );
     }
 
     fn finish_sync(

@@ -51,7 +51,11 @@ fn last_sequence(first: i32, last_offset_delta: u32) -> i32 {
 
 impl ProducerStates {
     /// Checks a batch from `writer` spanning `last_offset_delta + 1` records.
-    pub fn check(&self, writer: &WriterInfo, last_offset_delta: u32) -> Result<SequenceCheck, BrokerError> {
+    pub fn check(
+        &self,
+        writer: &WriterInfo,
+        last_offset_delta: u32,
+    ) -> Result<SequenceCheck, BrokerError> {
         let first = writer.first_sequence;
         let last = last_sequence(first, last_offset_delta);
         let Some(entry) = self.producers.get(&writer.id) else {
@@ -152,7 +156,9 @@ mod tests {
         ));
         assert_eq!(s.check(&w(0, 1), 0).unwrap(), SequenceCheck::Append);
         assert!(matches!(
-            s.check(&w(3, 0), 0).map(|_| ()).and(ProducerStates::default().check(&w(3, 0), 0)),
+            s.check(&w(3, 0), 0)
+                .map(|_| ())
+                .and(ProducerStates::default().check(&w(3, 0), 0)),
             Err(_)
         ));
     }

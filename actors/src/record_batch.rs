@@ -53,7 +53,10 @@ impl BatchHeader {
 /// Checks a whole batch: size, magic, CRC-32C and header consistency.
 pub fn validate(batch: &[u8]) -> Result<BatchHeader, String> {
     if batch.len() < BATCH_HEADER_LEN {
-        return Err(format!("batch of {} bytes is shorter than its header", batch.len()));
+        return Err(format!(
+            "batch of {} bytes is shorter than its header",
+            batch.len()
+        ));
     }
     let declared = i32_at(batch, 8);
     if declared < 0 || declared as usize + 12 != batch.len() {
@@ -64,12 +67,16 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, String> {
     }
     let magic = batch[MAGIC_AT] as i8;
     if magic != 2 {
-        return Err(format!("unsupported magic {magic}: only v2 batches are accepted"));
+        return Err(format!(
+            "unsupported magic {magic}: only v2 batches are accepted"
+        ));
     }
     let crc = i32_at(batch, CRC_AT) as u32;
     let actual = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
     if crc != actual {
-        return Err(format!("CRC mismatch: header {crc:#010x}, computed {actual:#010x}"));
+        return Err(format!(
+            "CRC mismatch: header {crc:#010x}, computed {actual:#010x}"
+        ));
     }
     let header = describe(batch).expect("length checked");
     if header.records_count <= 0 && !header.is_control() {
@@ -79,7 +86,10 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, String> {
         return Err("last offset delta is smaller than the record count".into());
     }
     if header.compression() > 4 {
-        return Err(format!("unknown compression codec {}", header.compression()));
+        return Err(format!(
+            "unknown compression codec {}",
+            header.compression()
+        ));
     }
     Ok(header)
 }
@@ -116,7 +126,9 @@ pub fn split(mut bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
         }
         let len = i32_at(bytes, 8);
         if len < 0 || 12 + len as usize > bytes.len() {
-            return Err(format!("batch length {len} runs past the end of the records"));
+            return Err(format!(
+                "batch length {len} runs past the end of the records"
+            ));
         }
         let (batch, rest) = bytes.split_at(12 + len as usize);
         out.push(batch);

@@ -54,7 +54,14 @@ async fn a_panicking_partition_is_restarted_with_its_data() {
         .unwrap()
         .unwrap();
     let addr = |p: i32| {
-        broker.catalog.snapshot().partition("t", p).unwrap().local.clone().unwrap()
+        broker
+            .catalog
+            .snapshot()
+            .partition("t", p)
+            .unwrap()
+            .local
+            .clone()
+            .unwrap()
     };
     for p in 0..2 {
         let r = addr(p)
@@ -70,7 +77,10 @@ async fn a_panicking_partition_is_restarted_with_its_data() {
     assert!(doomed.send(InjectPanic).await.is_err());
     // The other partition serves throughout.
     let other = addr(1)
-        .send(ReadRecords { offset: 0, max_bytes: 1 << 20 })
+        .send(ReadRecords {
+            offset: 0,
+            max_bytes: 1 << 20,
+        })
         .await
         .unwrap()
         .unwrap();
@@ -87,7 +97,10 @@ async fn a_panicking_partition_is_restarted_with_its_data() {
     }
     let fresh = restarted.expect("partition 0 was restarted");
     let read = fresh
-        .send(ReadRecords { offset: 0, max_bytes: 1 << 20 })
+        .send(ReadRecords {
+            offset: 0,
+            max_bytes: 1 << 20,
+        })
         .await
         .unwrap()
         .unwrap();

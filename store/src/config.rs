@@ -90,8 +90,19 @@ impl LogConfig {
             value: value.to_string(),
             reason,
         };
-        let num = || value.trim().parse::<i64>().map_err(|_| bad("not an integer"));
-        let positive = |n: i64| if n > 0 { Ok(n as u64) } else { Err(bad("must be positive")) };
+        let num = || {
+            value
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| bad("not an integer"))
+        };
+        let positive = |n: i64| {
+            if n > 0 {
+                Ok(n as u64)
+            } else {
+                Err(bad("must be positive"))
+            }
+        };
         let optional = |n: i64| match n {
             -1 => Ok(None),
             n if n >= 0 => Ok(Some(n as u64)),
@@ -153,7 +164,10 @@ impl LogConfig {
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| i64::MAX.to_string()),
             ),
-            ("index.interval.bytes", self.index_interval_bytes.to_string()),
+            (
+                "index.interval.bytes",
+                self.index_interval_bytes.to_string(),
+            ),
             ("max.message.bytes", self.max_message_bytes.to_string()),
         ]
     }

@@ -48,9 +48,9 @@ impl SegmentIndex {
                 position: u32::from_be_bytes(b[4..8].try_into().unwrap()),
             })
             .collect();
-        let monotonic = offsets.windows(2).all(|w| {
-            w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position
-        });
+        let monotonic = offsets
+            .windows(2)
+            .all(|w| w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position);
         if !monotonic {
             offsets.clear();
         }

@@ -110,7 +110,13 @@ impl Log {
                     let from = other.map_or(0, |t| t.0);
                     let file_len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                     scanned_bytes += file_len.saturating_sub(from);
-                    Segment::open(path.clone(), base, other, &*format, config.index_interval_bytes)?
+                    Segment::open(
+                        path.clone(),
+                        base,
+                        other,
+                        &*format,
+                        config.index_interval_bytes,
+                    )?
                 }
             };
             if let ScanEnd::Truncated { position, reason } = &end {
@@ -179,7 +185,10 @@ impl Log {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has a segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
@@ -191,12 +200,18 @@ impl Log {
 
     /// Appends one frame, writing the assigned base offset into its first 8 bytes. The frame
     /// is in the OS page cache when this returns; see [`AppendOutcome::needs_sync`].
-    pub fn append(&mut self, frame: &mut [u8], info: &FrameInfo) -> Result<AppendOutcome, StoreError> {
+    pub fn append(
+        &mut self,
+        frame: &mut [u8],
+        info: &FrameInfo,
+    ) -> Result<AppendOutcome, StoreError> {
         if frame.len() < FRAME_HEADER_LEN
             || i32::from_be_bytes(frame[8..12].try_into().unwrap()) as usize
                 != frame.len() - FRAME_HEADER_LEN
         {
-            return Err(StoreError::MalformedFrame("length field does not match the frame".into()));
+            return Err(StoreError::MalformedFrame(
+                "length field does not match the frame".into(),
+            ));
         }
         if frame.len() > self.config.max_message_bytes as usize + FRAME_HEADER_LEN {
             return Err(StoreError::FrameTooLarge {
@@ -251,7 +266,12 @@ impl Log {
         let mut files = std::mem::take(&mut self.rolled_unsynced);
         let active = self.active_mut();
         active.index.flush()?;
-        files.push(active.file.try_clone().map_err(StoreError::io(&active.path))?);
+        files.push(
+            active
+                .file
+                .try_clone()
+                .map_err(StoreError::io(&active.path))?,
+        );
         Ok(SyncJob {
             files,
             upto_offset: active.next_offset,
@@ -413,8 +433,9 @@ impl Log {
         let mut size = self.size_bytes();
         let before = self.segments.len();
         self.delete_segments_while(|seg, _| {
-            let expired = retention_ms
-                .is_some_and(|ms| seg.max_timestamp >= 0 && (seg.max_timestamp as u64) + ms < now_ms);
+            let expired = retention_ms.is_some_and(|ms| {
+                seg.max_timestamp >= 0 && (seg.max_timestamp as u64) + ms < now_ms
+            });
             let oversized = retention_bytes.is_some_and(|b| size > b && size - seg.size >= b);
             if expired || oversized {
                 size -= seg.size;
@@ -488,7 +509,13 @@ fn open_closed_segment(
     config: &LogConfig,
 ) -> Result<(Segment, ScanEnd), StoreError> {
     let interval = config.index_interval_bytes;
-    let (mut seg, end) = Segment::open(path.to_path_buf(), base, Some((len, base)), format, interval)?;
+    let (mut seg, end) = Segment::open(
+        path.to_path_buf(),
+        base,
+        Some((len, base)),
+        format,
+        interval,
+    )?;
     if seg.index.offsets.is_empty() && len > 0 {
         drop(seg);
         return Segment::open(path.to_path_buf(), base, None, format, interval);

@@ -83,7 +83,8 @@ impl MetaStore {
     pub fn put_topic(&self, topic: &TopicRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(topic)?;
         let tx = self.db.begin_write()?;
-        tx.open_table(TOPICS)?.insert(topic.name.as_str(), bytes.as_slice())?;
+        tx.open_table(TOPICS)?
+            .insert(topic.name.as_str(), bytes.as_slice())?;
         tx.commit()?;
         Ok(())
     }
@@ -106,9 +107,15 @@ impl MetaStore {
         Ok(t.get((topic, partition))?.map_or(0, |v| v.value()))
     }
 
-    pub fn set_log_start_offset(&self, topic: &str, partition: u32, offset: u64) -> Result<(), StoreError> {
+    pub fn set_log_start_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(LOG_START)?.insert((topic, partition), offset)?;
+        tx.open_table(LOG_START)?
+            .insert((topic, partition), offset)?;
         tx.commit()?;
         Ok(())
     }

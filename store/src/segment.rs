@@ -166,7 +166,12 @@ impl Segment {
                 Ok(info) => info,
                 Err(reason) => break Some(reason),
             };
-            self.note_appended(base as u64, frame.len() as u64, &info, index_interval as u64)?;
+            self.note_appended(
+                base as u64,
+                frame.len() as u64,
+                &info,
+                index_interval as u64,
+            )?;
             position += frame.len() as u64;
         };
         match bad {

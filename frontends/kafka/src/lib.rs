@@ -1,1 +1,19 @@
+//! Spool's Kafka front end: frames requests off TCP, decodes them with the `kafka-protocol`
+//! crate, turns them into broker messages, and chooses every Kafka error code. Connections are
+//! independent; on each, requests are handled concurrently and answered in order.
 
+mod admin;
+mod api_versions;
+mod codec;
+mod configs;
+mod error_codes;
+mod fetch;
+mod handler;
+mod list_offsets;
+mod metadata;
+mod misc;
+mod produce;
+mod server;
+
+pub use codec::{FrameError, MAX_FRAME_HEADER};
+pub use server::{serve, KafkaConfig};

@@ -1,0 +1,32 @@
+//! The mapping from broker errors to Kafka error codes: the only place it is decided.
+
+use kafka_protocol::ResponseError;
+use spool_actors::BrokerError;
+
+/// Kafka's code for a broker error.
+pub fn code(e: &BrokerError) -> i16 {
+    use BrokerError::*;
+    let err = match e {
+        UnknownTopic(_) | UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        TopicExists(_) => ResponseError::TopicAlreadyExists,
+        InvalidTopic { .. } => ResponseError::InvalidTopicException,
+        InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        InvalidConfig(_) => ResponseError::InvalidConfig,
+        CorruptBatch(_) => ResponseError::CorruptMessage,
+        BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+        OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        UnknownProducerId(_) => ResponseError::UnknownProducerId,
+        PartitionUnavailable { .. } => ResponseError::NotLeaderOrFollower,
+        Storage(_) => ResponseError::KafkaStorageError,
+    };
+    err.code()
+}
+
+/// A partition actor that cannot be reached is restarting: clients retry after refreshing
+/// metadata, as they do on a leader change.
+pub fn unreachable() -> i16 {
+    ResponseError::NotLeaderOrFollower.code()
+}

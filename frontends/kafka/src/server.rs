@@ -1,0 +1,170 @@
+//! The TCP listener and the per-connection loop.
+//!
+//! A connection has a reader and a writer. The reader takes frames, refuses what is not served,
+//! and starts a task per request; the writer sends the answers in request order. At most
+//! `max_inflight_requests` requests per connection are in progress at once.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use spool_actors::Broker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::api_versions::is_supported;
+use crate::codec::{self, FrameError};
+use crate::handler::{self, Ctx};
+use crate::misc;
+
+/// Settings of the Kafka listener.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Largest request frame accepted (`socket.request.max.bytes`).
+    pub max_request_bytes: usize,
+    /// Connections accepted at once; more are closed on accept.
+    pub max_connections: usize,
+    /// Requests in progress per connection before the reader stops reading.
+    pub max_inflight_requests: usize,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            max_request_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            max_inflight_requests: 64,
+        }
+    }
+}
+
+/// Accepts Kafka connections on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, broker: Broker, config: KafkaConfig) {
+    let ctx = Ctx {
+        broker,
+        config: Arc::new(config),
+    };
+    let open = Arc::new(AtomicUsize::new(0));
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "kafka listener up");
+    }
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        if open.load(Ordering::Relaxed) >= ctx.config.max_connections {
+            warn!(%peer, limit = ctx.config.max_connections, "connection refused: too many connections");
+            drop(stream);
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
+        let (ctx, open) = (ctx.clone(), open.clone());
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            connection(stream, peer, ctx).await;
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+type Pending = oneshot::Receiver<Option<Bytes>>;
+
+async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Ctx) {
+    debug!(%peer, "kafka connection opened");
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Pending>(ctx.config.max_inflight_requests);
+    let writer = tokio::spawn(async move {
+        while let Some(pending) = rx.recv().await {
+            match pending.await {
+                Ok(Some(bytes)) => {
+                    if wr.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                // The handler failed to produce an answer: close rather than reorder.
+                Err(_) => break,
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let reason = loop {
+        let frame = match codec::take_frame(&mut buf, ctx.config.max_request_bytes) {
+            Ok(Some(f)) => f,
+            Ok(None) => match rd.read_buf(&mut buf).await {
+                Ok(0) if buf.is_empty() => break None,
+                Ok(0) => break Some("connection closed mid-frame".to_string()),
+                Ok(_) => continue,
+                Err(e) => break Some(e.to_string()),
+            },
+            Err(e) => break Some(e.to_string()),
+        };
+        match accept_request(frame, &ctx) {
+            Ok(pending) => {
+                if tx.send(pending).await.is_err() {
+                    break None;
+                }
+            }
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    if let Some(reason) = reason {
+        warn!(%peer, %reason, "closing kafka connection");
+    }
+    drop(tx);
+    let _ = writer.await;
+    debug!(%peer, "kafka connection closed");
+}
+
+/// Checks, decodes and starts handling one request frame.
+fn accept_request(frame: BytesMut, ctx: &Ctx) -> Result<Pending, FrameError> {
+    let (key, version) = codec::peek_api(&frame)?;
+    let api = ApiKey::try_from(key).map_err(|_| FrameError::UnknownApiKey(key))?;
+    let (res_tx, res_rx) = oneshot::channel();
+    if !is_supported(api, version) {
+        if api != ApiKey::ApiVersions {
+            return Err(FrameError::UnsupportedVersion { api, version });
+        }
+        // KIP-511: answer an unknown ApiVersions version at v0 with the supported list.
+        let correlation_id = i32::from_be_bytes(frame[4..8].try_into().unwrap());
+        let body = ResponseKind::ApiVersions(
+            misc::api_versions()
+                .with_error_code(kafka_protocol::ResponseError::UnsupportedVersion.code()),
+        );
+        let bytes = codec::encode_response(correlation_id, api, 0, &body).map_err(|reason| {
+            FrameError::BadBody {
+                api,
+                version,
+                reason,
+            }
+        })?;
+        let _ = res_tx.send(Some(bytes));
+        return Ok(res_rx);
+    }
+    let (header, api, body) = codec::decode_request(frame)?;
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let correlation_id = header.correlation_id;
+        let out = match handler::handle(&ctx, &header, body).await {
+            None => None,
+            Some(resp) => match codec::encode_response(correlation_id, api, version, &resp) {
+                Ok(b) => Some(b),
+                Err(reason) => {
+                    warn!(?api, version, %reason, "response encoding failed");
+                    return;
+                }
+            },
+        };
+        let _ = res_tx.send(out);
+    });
+    Ok(res_rx)
+}

@@ -1,0 +1,185 @@
+//! `spool bench`: produce and consume throughput with librdkafka (through rdkafka), against
+//! Spool or any Kafka-protocol broker. The comparison harness grows from here.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Args;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Options of `spool bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Broker to measure.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Prefix of the topic created for the run (a fresh topic each run).
+    #[arg(long, default_value = "spool-bench")]
+    topic: String,
+    #[arg(long, default_value_t = 16)]
+    partitions: i32,
+    /// Bytes of each record's value.
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+    /// Total MiB to write.
+    #[arg(long, default_value_t = 4096)]
+    total_mib: u64,
+    /// Producer acks: 1 or all.
+    #[arg(long, default_value = "1")]
+    acks: String,
+    /// Create the topic with flush.messages=1: fsync before every acknowledgement.
+    #[arg(long)]
+    fsync_each: bool,
+    /// Skip the consume phase.
+    #[arg(long)]
+    produce_only: bool,
+}
+
+struct Counting {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ClientContext for Counting {}
+
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let topic = format!(
+        "{}-{}",
+        args.topic,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let records = args.total_mib * 1024 * 1024 / args.record_size as u64;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .create()?;
+    let mut new_topic = NewTopic::new(&topic, args.partitions, TopicReplication::Fixed(1));
+    if args.fsync_each {
+        new_topic = new_topic.set("flush.messages", "1");
+    }
+    for r in rt.block_on(admin.create_topics(&[new_topic], &AdminOptions::new()))? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    let durability = if args.fsync_each {
+        "fsync before every acknowledgement (flush.messages=1)"
+    } else {
+        "broker default flush policy"
+    };
+    println!(
+        "topic {topic}: {} partitions, {} records of {} B ({} MiB), acks={}, {durability}",
+        args.partitions, records, args.record_size, args.total_mib, args.acks
+    );
+
+    let ctx = Counting {
+        delivered: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    };
+    let producer: ThreadedProducer<Counting> = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("acks", &args.acks)
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.messages", "1000000")
+        .create_with_context(ctx)?;
+    let mut payload = vec![0u8; args.record_size];
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b = (i * 31 % 251) as u8;
+    }
+    let start = Instant::now();
+    for i in 0..records {
+        payload[..8.min(args.record_size)]
+            .copy_from_slice(&i.to_be_bytes()[..8.min(args.record_size)]);
+        let partition = (i % args.partitions as u64) as i32;
+        loop {
+            let rec: BaseRecord<'_, (), [u8]> = BaseRecord::to(&topic)
+                .payload(&payload[..])
+                .partition(partition);
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err((e, _)) => bail!("produce failed: {e}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(600))?;
+    let secs = start.elapsed().as_secs_f64();
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    let delivered = producer.context().delivered.load(Ordering::Relaxed);
+    if failed > 0 || delivered != records {
+        bail!("{failed} records failed, {delivered} of {records} delivered");
+    }
+    let mb = (records * args.record_size as u64) as f64 / 1e6;
+    println!(
+        "produce: {:.0} records/s, {:.1} MB/s ({:.1} s)",
+        records as f64 / secs,
+        mb / secs,
+        secs
+    );
+    if args.produce_only {
+        return Ok(());
+    }
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("group.id", "spool-bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .set("queued.max.messages.kbytes", "1048576")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..args.partitions {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let counter = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    while counter.load(Ordering::Relaxed) < records {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) => {
+                bytes += m.payload().map_or(0, |p| p.len() as u64);
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Err(e)) => bail!("consume failed: {e}"),
+            None => bail!(
+                "no record for 10 s after {} of {records}",
+                counter.load(Ordering::Relaxed)
+            ),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "consume: {:.0} records/s, {:.1} MB/s ({:.1} s)",
+        records as f64 / secs,
+        bytes as f64 / 1e6 / secs,
+        secs
+    );
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! `spool serve` settings: flags win over `SPOOL_*` environment variables, which win over the
+//! TOML file given with `--config`, which wins over the defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+
+/// Every option of `spool serve`. Each is optional here so that the file can fill gaps.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeArgs {
+    /// TOML file with any of these options (keys as the flag names, without the dashes).
+    #[arg(long, env = "SPOOL_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Directory for segment files and metadata [default: ./spool-data].
+    #[arg(long, env = "SPOOL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Kafka listener address [default: 0.0.0.0:9092].
+    #[arg(long, env = "SPOOL_KAFKA_ADDR")]
+    pub kafka_addr: Option<SocketAddr>,
+    /// host:port clients are told to connect to [default: the listener's host and port, with
+    /// 127.0.0.1 for an unspecified host].
+    #[arg(long, env = "SPOOL_ADVERTISED_KAFKA_ADDR")]
+    pub advertised_kafka_addr: Option<String>,
+    /// This node's id in the cluster [default: 1].
+    #[arg(long, env = "SPOOL_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Log filter when RUST_LOG is unset, e.g. info or spool_store=debug [default: info].
+    #[arg(long, env = "SPOOL_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Partitions of auto-created topics (`num.partitions`) [default: 1].
+    #[arg(long, env = "SPOOL_NUM_PARTITIONS")]
+    pub num_partitions: Option<u32>,
+    /// Create unknown topics on Metadata and Produce (`auto.create.topics.enable`) [default: true].
+    #[arg(long, env = "SPOOL_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Default `flush.messages`: fsync once this many records are unflushed, and hold their
+    /// acknowledgement until it completes; 1 = fsync before every acknowledgement [default: never].
+    #[arg(long, env = "SPOOL_FLUSH_MESSAGES")]
+    pub flush_messages: Option<u64>,
+    /// Default `flush.ms`: background fsync at most this long after a write [default: 1000].
+    #[arg(long, env = "SPOOL_FLUSH_MS")]
+    pub flush_ms: Option<u64>,
+    /// Default `segment.bytes` [default: 1073741824].
+    #[arg(long, env = "SPOOL_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// Default `retention.ms`, -1 for none [default: 604800000].
+    #[arg(long, env = "SPOOL_RETENTION_MS", allow_hyphen_values = true)]
+    pub retention_ms: Option<i64>,
+    /// Default `retention.bytes`, -1 for none [default: -1].
+    #[arg(long, env = "SPOOL_RETENTION_BYTES", allow_hyphen_values = true)]
+    pub retention_bytes: Option<i64>,
+    /// Default `max.message.bytes`: largest record batch accepted [default: 1048588].
+    #[arg(long, env = "SPOOL_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<u32>,
+    /// Largest Kafka request frame (`socket.request.max.bytes`) [default: 104857600].
+    #[arg(long, env = "SPOOL_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Most client connections at once [default: 10000].
+    #[arg(long, env = "SPOOL_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Requests in progress per connection before reading pauses [default: 64].
+    #[arg(long, env = "SPOOL_MAX_INFLIGHT_REQUESTS")]
+    pub max_inflight_requests: Option<usize>,
+    /// Threads partition actors run on, 0 for one per core [default: 0].
+    #[arg(long, env = "SPOOL_PARTITION_THREADS")]
+    pub partition_threads: Option<usize>,
+}
+
+macro_rules! fill {
+    ($dst:ident, $src:ident, $($f:ident),*) => { $( if $dst.$f.is_none() { $dst.$f = $src.$f; } )* };
+}
+
+impl ServeArgs {
+    /// Fills options not given by flag or environment from the `--config` file.
+    pub fn with_file(mut self) -> anyhow::Result<ServeArgs> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let file: ServeArgs = toml::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()))?;
+        fill!(
+            self,
+            file,
+            data_dir,
+            kafka_addr,
+            advertised_kafka_addr,
+            node_id,
+            log_level,
+            num_partitions,
+            auto_create_topics,
+            flush_messages,
+            flush_ms,
+            segment_bytes,
+            retention_ms,
+            retention_bytes,
+            max_message_bytes,
+            max_request_bytes,
+            max_connections,
+            max_inflight_requests,
+            partition_threads
+        );
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_fills_only_what_flags_left_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.toml");
+        std::fs::write(
+            &path,
+            "node-id = 7\ndata-dir = \"/from/file\"\nflush-ms = 5\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            node_id: Some(3),
+            ..Default::default()
+        }
+        .with_file()
+        .unwrap();
+        assert_eq!(args.node_id, Some(3));
+        assert_eq!(args.data_dir, Some(PathBuf::from("/from/file")));
+        assert_eq!(args.flush_ms, Some(5));
+    }
+}
