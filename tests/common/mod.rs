@@ -1,0 +1,139 @@
+//! Starts the real `spool` binary for integration tests and gives rdkafka clients for it.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A running broker process with its own data directory.
+pub struct Spool {
+    child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Spool {
+    pub fn start() -> Spool {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Spool {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Spool {
+            child: None,
+            port: free_port(),
+            data_dir: tmp.path().join("data"),
+            _tmp: Some(tmp),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.launch();
+        s
+    }
+
+    /// Starts the process again on the same port and data directory.
+    pub fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_spool"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--kafka-addr")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning spool");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "broker did not listen: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("message.timeout.ms", "30000");
+    c
+}
+
+pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut c = client_config(bootstrap);
+    c.set("linger.ms", "5");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create().expect("producer")
+}
+
+/// Reads `count` messages of one partition starting at `from` (fails after 30 s of silence).
+pub fn consume(bootstrap: &str, topic: &str, partition: i32, from: Offset, count: usize) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = client_config(bootstrap)
+        .set("group.id", "spool-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, from).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    while out.len() < count {
+        match consumer.poll(Duration::from_secs(30)) {
+            Some(Ok(m)) => out.push(m.detach()),
+            Some(Err(e)) => panic!("consume error: {e}"),
+            None => panic!("no message within 30 s; got {} of {count}", out.len()),
+        }
+    }
+    out
+}
+
+pub fn value(m: &OwnedMessage) -> String {
+    String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap()
+}
