@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::{consume, producer, value, Spool};
 use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -45,7 +46,10 @@ async fn every_compression_codec_round_trips_with_headers() {
                 key: "n",
                 value: Some(&i.to_string()),
             });
-            let rec = FutureRecord::to(&topic).payload(&payload).key("k").headers(headers);
+            let rec = FutureRecord::to(&topic)
+                .payload(&payload)
+                .key("k")
+                .headers(headers);
             futures.push(p.send_result(rec).unwrap());
         }
         for f in futures {
@@ -61,8 +65,17 @@ async fn every_compression_codec_round_trips_with_headers() {
     }
     // librdkafka turns a codec off silently when the broker's versions do not suit it: make
     // sure the batches really were compressed on disk, by looking for the zstd magic number.
-    let seg = std::fs::read(spool.data_dir().join("codec-zstd-0").join(format!("{:020}.log", 0))).unwrap();
-    assert!(seg.windows(4).any(|w| w == [0x28, 0xb5, 0x2f, 0xfd]), "zstd frames on disk");
+    let seg = std::fs::read(
+        spool
+            .data_dir()
+            .join("codec-zstd-0")
+            .join(format!("{:020}.log", 0)),
+    )
+    .unwrap();
+    assert!(
+        seg.windows(4).any(|w| w == [0x28, 0xb5, 0x2f, 0xfd]),
+        "zstd frames on disk"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -70,12 +83,18 @@ async fn idempotent_producer_writes_each_record_once() {
     let spool = Spool::start();
     let p = producer(
         &spool.bootstrap(),
-        &[("enable.idempotence", "true"), ("max.in.flight.requests.per.connection", "5")],
+        &[
+            ("enable.idempotence", "true"),
+            ("max.in.flight.requests.per.connection", "5"),
+        ],
     );
     let mut futures = Vec::new();
     for i in 0..2000 {
         let payload = i.to_string();
-        futures.push(p.send_result(FutureRecord::<(), _>::to("idem").payload(&payload)).unwrap());
+        futures.push(
+            p.send_result(FutureRecord::<(), _>::to("idem").payload(&payload))
+                .unwrap(),
+        );
     }
     for f in futures {
         f.await.unwrap().unwrap();
@@ -94,7 +113,10 @@ async fn keyed_records_land_in_one_partition_in_order() {
     for i in 0..400 {
         let key = format!("key-{}", i % 8);
         let payload = format!("{key}:{i}");
-        futures.push(p.send_result(FutureRecord::to("keyed").key(&key).payload(&payload)).unwrap());
+        futures.push(
+            p.send_result(FutureRecord::to("keyed").key(&key).payload(&payload))
+                .unwrap(),
+        );
     }
     let mut per_partition: HashMap<i32, usize> = HashMap::new();
     for f in futures {
@@ -110,8 +132,15 @@ async fn keyed_records_land_in_one_partition_in_order() {
             let v = value(&m);
             let (key, seq) = v.split_once(':').unwrap();
             let seq: i32 = seq.parse().unwrap();
-            assert_eq!(*partition_of_key.entry(key.to_string()).or_insert(partition), partition);
-            assert!(last.insert(key.to_string(), seq).is_none_or(|prev| prev < seq), "order within {key}");
+            assert_eq!(
+                *partition_of_key.entry(key.to_string()).or_insert(partition),
+                partition
+            );
+            assert!(
+                last.insert(key.to_string(), seq)
+                    .is_none_or(|prev| prev < seq),
+                "order within {key}"
+            );
         }
     }
     assert_eq!(partition_of_key.len(), 8);
@@ -125,7 +154,9 @@ async fn consume_from_earliest_latest_offset_and_timestamp() {
     for i in 0..100i64 {
         let payload = i.to_string();
         p.send(
-            FutureRecord::<(), _>::to("times").payload(&payload).timestamp(base_ts + i * 1000),
+            FutureRecord::<(), _>::to("times")
+                .payload(&payload)
+                .timestamp(base_ts + i * 1000),
             Duration::from_secs(10),
         )
         .await
@@ -142,22 +173,37 @@ async fn consume_from_earliest_latest_offset_and_timestamp() {
         .unwrap();
     assert_eq!((low, high), (0, 100));
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("times", 0, Offset::Offset(base_ts + 57_500)).unwrap();
-    let found = consumer.offsets_for_times(tpl, Duration::from_secs(10)).unwrap();
-    assert_eq!(found.find_partition("times", 0).unwrap().offset(), Offset::Offset(58));
+    tpl.add_partition_offset("times", 0, Offset::Offset(base_ts + 57_500))
+        .unwrap();
+    let found = consumer
+        .offsets_for_times(tpl, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        found.find_partition("times", 0).unwrap().offset(),
+        Offset::Offset(58)
+    );
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("times", 0, Offset::Offset(base_ts + 1_000_000)).unwrap();
-    let found = consumer.offsets_for_times(tpl, Duration::from_secs(10)).unwrap();
-    assert_eq!(found.find_partition("times", 0).unwrap().offset(), Offset::End);
+    tpl.add_partition_offset("times", 0, Offset::Offset(base_ts + 1_000_000))
+        .unwrap();
+    let found = consumer
+        .offsets_for_times(tpl, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        found.find_partition("times", 0).unwrap().offset(),
+        Offset::End
+    );
     // From latest: only what is produced afterwards is seen.
     let bootstrap = spool.bootstrap();
     let reader = std::thread::spawn(move || consume(&bootstrap, "times", 0, Offset::End, 1));
     // The reader's position is resolved before the new record is produced: wait for its
     // ListOffsets to have happened by watching the record count it cannot see yet.
     std::thread::sleep(Duration::from_millis(500));
-    p.send(FutureRecord::<(), _>::to("times").payload("late"), Duration::from_secs(10))
-        .await
-        .unwrap();
+    p.send(
+        FutureRecord::<(), _>::to("times").payload("late"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     let got = reader.join().unwrap();
     assert_eq!(value(&got[0]), "late");
     assert_eq!(got[0].offset(), 100);
@@ -177,30 +223,55 @@ async fn admin_create_describe_alter_grow_and_delete() {
         .unwrap();
     assert!(created[0].is_ok());
     let again = a
-        .create_topics(&[NewTopic::new("adm", 2, TopicReplication::Fixed(1))], &opts)
+        .create_topics(
+            &[NewTopic::new("adm", 2, TopicReplication::Fixed(1))],
+            &opts,
+        )
         .await
         .unwrap();
-    assert_eq!(again[0].as_ref().unwrap_err().1, RDKafkaErrorCode::TopicAlreadyExists);
+    assert_eq!(
+        again[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::TopicAlreadyExists
+    );
     let bad = a
-        .create_topics(&[NewTopic::new("bad/name", 1, TopicReplication::Fixed(1))], &opts)
+        .create_topics(
+            &[NewTopic::new("bad/name", 1, TopicReplication::Fixed(1))],
+            &opts,
+        )
         .await
         .unwrap();
-    assert_eq!(bad[0].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidTopic);
+    assert_eq!(
+        bad[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidTopic
+    );
     let rf = a
-        .create_topics(&[NewTopic::new("rf3", 1, TopicReplication::Fixed(3))], &opts)
+        .create_topics(
+            &[NewTopic::new("rf3", 1, TopicReplication::Fixed(3))],
+            &opts,
+        )
         .await
         .unwrap();
-    assert_eq!(rf[0].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidReplicationFactor);
+    assert_eq!(
+        rf[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidReplicationFactor
+    );
     let validate = a
         .create_topics(
-            &[NewTopic::new("only-validated", 1, TopicReplication::Fixed(1))],
+            &[NewTopic::new(
+                "only-validated",
+                1,
+                TopicReplication::Fixed(1),
+            )],
             &AdminOptions::new().validate_only(true),
         )
         .await
         .unwrap();
     assert!(validate[0].is_ok());
 
-    let described = a.describe_configs(&[ResourceSpecifier::Topic("adm")], &opts).await.unwrap();
+    let described = a
+        .describe_configs(&[ResourceSpecifier::Topic("adm")], &opts)
+        .await
+        .unwrap();
     let cfg = described[0].as_ref().unwrap();
     let retention = cfg.get("retention.ms").unwrap();
     assert_eq!(retention.value.as_deref(), Some("3600000"));
@@ -208,49 +279,85 @@ async fn admin_create_describe_alter_grow_and_delete() {
     assert!(cfg.get("segment.bytes").unwrap().is_default);
 
     let altered = a
-        .alter_configs(&[AlterConfig::new(ResourceSpecifier::Topic("adm")).set("retention.ms", "7200000")], &opts)
+        .alter_configs(
+            &[AlterConfig::new(ResourceSpecifier::Topic("adm")).set("retention.ms", "7200000")],
+            &opts,
+        )
         .await
         .unwrap();
     assert!(altered[0].is_ok());
     let unknown = a
-        .alter_configs(&[AlterConfig::new(ResourceSpecifier::Topic("adm")).set("no.such.config", "1")], &opts)
+        .alter_configs(
+            &[AlterConfig::new(ResourceSpecifier::Topic("adm")).set("no.such.config", "1")],
+            &opts,
+        )
         .await
         .unwrap();
     // rdkafka 0.39 reports every AlterConfigs resource as Ok (it never reads the error code;
     // kafka_python.rs checks the code itself): check the outcome instead.
     assert_eq!(unknown.len(), 1);
-    let described = a.describe_configs(&[ResourceSpecifier::Topic("adm")], &opts).await.unwrap();
+    let described = a
+        .describe_configs(&[ResourceSpecifier::Topic("adm")], &opts)
+        .await
+        .unwrap();
     let cfg = described[0].as_ref().unwrap();
-    assert_eq!(cfg.get("retention.ms").unwrap().value.as_deref(), Some("7200000"));
+    assert_eq!(
+        cfg.get("retention.ms").unwrap().value.as_deref(),
+        Some("7200000")
+    );
     assert!(cfg.get("no.such.config").is_none());
 
-    let grown = a.create_partitions(&[NewPartitions::new("adm", 5)], &opts).await.unwrap();
+    let grown = a
+        .create_partitions(&[NewPartitions::new("adm", 5)], &opts)
+        .await
+        .unwrap();
     assert!(grown[0].is_ok());
-    let shrink = a.create_partitions(&[NewPartitions::new("adm", 3)], &opts).await.unwrap();
-    assert_eq!(shrink[0].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidPartitions);
+    let shrink = a
+        .create_partitions(&[NewPartitions::new("adm", 3)], &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        shrink[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidPartitions
+    );
 
     let consumer: BaseConsumer = common::client_config(&spool.bootstrap()).create().unwrap();
-    let md = consumer.fetch_metadata(Some("adm"), Duration::from_secs(10)).unwrap();
+    let md = consumer
+        .fetch_metadata(Some("adm"), Duration::from_secs(10))
+        .unwrap();
     assert_eq!(md.topics()[0].partitions().len(), 5);
-    let md = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
     let names: HashSet<_> = md.topics().iter().map(|t| t.name().to_string()).collect();
     assert!(names.contains("adm") && !names.contains("only-validated"));
 
     // Records in a partition added later are served.
     let p = producer(&spool.bootstrap(), &[]);
-    p.send(FutureRecord::<(), _>::to("adm").partition(4).payload("p4"), Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert_eq!(value(&consume(&spool.bootstrap(), "adm", 4, Offset::Beginning, 1)[0]), "p4");
+    p.send(
+        FutureRecord::<(), _>::to("adm").partition(4).payload("p4"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        value(&consume(&spool.bootstrap(), "adm", 4, Offset::Beginning, 1)[0]),
+        "p4"
+    );
 
     let deleted = a.delete_topics(&["adm"], &opts).await.unwrap();
     assert!(deleted[0].is_ok());
     let gone = a.delete_topics(&["adm"], &opts).await.unwrap();
-    assert_eq!(gone[0].as_ref().unwrap_err().1, RDKafkaErrorCode::UnknownTopicOrPartition);
+    assert_eq!(
+        gone[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::UnknownTopicOrPartition
+    );
     assert!(!spool.data_dir().join("adm-0").exists());
     // Re-created under the same name, the topic starts empty.
     create_topic(&spool.bootstrap(), "adm", 1).await;
-    let (low, high) = consumer.fetch_watermarks("adm", 0, Duration::from_secs(10)).unwrap();
+    let (low, high) = consumer
+        .fetch_watermarks("adm", 0, Duration::from_secs(10))
+        .unwrap();
     assert_eq!((low, high), (0, 0));
 }
 
@@ -259,17 +366,24 @@ async fn delete_records_moves_the_start_offset() {
     let spool = Spool::start();
     let p = producer(&spool.bootstrap(), &[]);
     for i in 0..10 {
-        p.send(FutureRecord::<(), _>::to("del").payload(&i.to_string()), Duration::from_secs(10))
-            .await
-            .unwrap();
+        p.send(
+            FutureRecord::<(), _>::to("del").payload(&i.to_string()),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("del", 0, Offset::Offset(6)).unwrap();
+    tpl.add_partition_offset("del", 0, Offset::Offset(6))
+        .unwrap();
     let res = admin(&spool.bootstrap())
         .delete_records(&tpl, &AdminOptions::new())
         .await
         .unwrap();
-    assert_eq!(res.find_partition("del", 0).unwrap().offset(), Offset::Offset(6));
+    assert_eq!(
+        res.find_partition("del", 0).unwrap().offset(),
+        Offset::Offset(6)
+    );
     let got = consume(&spool.bootstrap(), "del", 0, Offset::Beginning, 1);
     assert_eq!(value(&got[0]), "6");
 }
@@ -278,15 +392,22 @@ async fn delete_records_moves_the_start_offset() {
 async fn topics_are_auto_created_on_produce_and_metadata() {
     let spool = Spool::start_with(&["--num-partitions", "3"]);
     let p = producer(&spool.bootstrap(), &[]);
-    p.send(FutureRecord::<(), _>::to("auto-made").payload("hi"), Duration::from_secs(10))
-        .await
-        .unwrap();
+    p.send(
+        FutureRecord::<(), _>::to("auto-made").payload("hi"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     let consumer: BaseConsumer = common::client_config(&spool.bootstrap()).create().unwrap();
-    let md = consumer.fetch_metadata(Some("auto-made"), Duration::from_secs(10)).unwrap();
+    let md = consumer
+        .fetch_metadata(Some("auto-made"), Duration::from_secs(10))
+        .unwrap();
     assert_eq!(md.topics()[0].partitions().len(), 3);
     let off = Spool::start_with(&["--auto-create-topics", "false"]);
     let consumer: BaseConsumer = common::client_config(&off.bootstrap()).create().unwrap();
-    let md = consumer.fetch_metadata(Some("never-made"), Duration::from_secs(10)).unwrap();
+    let md = consumer
+        .fetch_metadata(Some("never-made"), Duration::from_secs(10))
+        .unwrap();
     assert_eq!(
         md.topics()[0].error(),
         Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)

@@ -12,7 +12,9 @@ use common::Spool;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 fn connect(spool: &Spool) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", spool.port)).unwrap();
@@ -27,7 +29,9 @@ fn request(api: ApiKey, version: i16, body: &impl Encodable) -> Vec<u8> {
         .with_request_api_version(version)
         .with_correlation_id(7)
         .with_client_id(Some(StrBytes::from_static_str("raw")));
-    header.encode(&mut buf, api.request_header_version(version)).unwrap();
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .unwrap();
     body.encode(&mut buf, version).unwrap();
     let mut out = (buf.len() as i32).to_be_bytes().to_vec();
     out.extend_from_slice(&buf);
@@ -72,24 +76,31 @@ fn batch(values: &[&str]) -> BytesMut {
     RecordBatchEncoder::encode(
         &mut buf,
         &records,
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
     )
     .unwrap();
     buf
 }
 
 fn produce(topic: &str, records: Bytes) -> ProduceRequest {
-    ProduceRequest::default().with_acks(1).with_timeout_ms(5000).with_topic_data(vec![
-        TopicProduceData::default()
+    ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_string(topic.into())))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))]),
-    ])
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])])
 }
 
 fn produce_error(s: &mut TcpStream, req: &ProduceRequest) -> i16 {
     s.write_all(&request(ApiKey::Produce, 9, req)).unwrap();
     let mut resp = read_response(s).expect("a produce response");
-    let _header = ResponseHeader::decode(&mut resp, ApiKey::Produce.response_header_version(9)).unwrap();
+    let _header =
+        ResponseHeader::decode(&mut resp, ApiKey::Produce.response_header_version(9)).unwrap();
     let body = ProduceResponse::decode(&mut resp, 9).unwrap();
     body.responses[0].partition_responses[0].error_code
 }
@@ -97,7 +108,12 @@ fn produce_error(s: &mut TcpStream, req: &ProduceRequest) -> i16 {
 /// The broker still answers a well-formed request on a fresh connection.
 fn still_serving(spool: &Spool) {
     let mut s = connect(spool);
-    s.write_all(&request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())).unwrap();
+    s.write_all(&request(
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default(),
+    ))
+    .unwrap();
     assert!(read_response(&mut s).is_some(), "broker stopped answering");
 }
 
@@ -114,7 +130,8 @@ fn bad_frames_close_the_connection_and_nothing_else() {
     assert!(closed(&mut s));
     // Garbage that is framed correctly but is no request.
     let mut s = connect(&spool);
-    s.write_all(&[0, 0, 0, 6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap();
+    s.write_all(&[0, 0, 0, 6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
     assert!(closed(&mut s));
     // An unknown API key.
     let mut s = connect(&spool);
@@ -124,7 +141,11 @@ fn bad_frames_close_the_connection_and_nothing_else() {
     assert!(closed(&mut s));
     // A truncated body: a Metadata v9 header followed by half a topic array.
     let mut s = connect(&spool);
-    let mut raw = request(ApiKey::Metadata, 9, &MetadataRequest::default().with_topics(Some(vec![])));
+    let mut raw = request(
+        ApiKey::Metadata,
+        9,
+        &MetadataRequest::default().with_topics(Some(vec![])),
+    );
     raw.truncate(raw.len() - 2);
     let len = (raw.len() - 4) as i32;
     raw[0..4].copy_from_slice(&len.to_be_bytes());
@@ -132,7 +153,8 @@ fn bad_frames_close_the_connection_and_nothing_else() {
     assert!(closed(&mut s));
     // A version that is not served (JoinGroup is not advertised yet).
     let mut s = connect(&spool);
-    s.write_all(&request(ApiKey::JoinGroup, 5, &JoinGroupRequest::default())).unwrap();
+    s.write_all(&request(ApiKey::JoinGroup, 5, &JoinGroupRequest::default()))
+        .unwrap();
     assert!(closed(&mut s));
     still_serving(&spool);
 }
@@ -149,7 +171,10 @@ fn an_unknown_api_versions_version_gets_unsupported_version_at_v0() {
     assert_eq!(header.correlation_id, 7);
     let body = ApiVersionsResponse::decode(&mut resp, 0).unwrap();
     assert_eq!(body.error_code, 35);
-    assert!(body.api_keys.iter().any(|k| k.api_key == ApiKey::Produce as i16));
+    assert!(body
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Produce as i16));
 }
 
 #[test]
@@ -157,7 +182,10 @@ fn corrupt_and_oversized_batches_get_error_codes_and_are_not_written() {
     let spool = Spool::start_with(&["--max-message-bytes", "2000"]);
     let mut s = connect(&spool);
     // A good batch first, so the topic exists and holds one record.
-    assert_eq!(produce_error(&mut s, &produce("raw", batch(&["good"]).freeze())), 0);
+    assert_eq!(
+        produce_error(&mut s, &produce("raw", batch(&["good"]).freeze())),
+        0
+    );
     // CRC mismatch: CORRUPT_MESSAGE (2).
     let mut bad = batch(&["tampered"]);
     let last = bad.len() - 1;
@@ -173,11 +201,20 @@ fn corrupt_and_oversized_batches_get_error_codes_and_are_not_written() {
     assert_eq!(produce_error(&mut s, &produce("raw", old.freeze())), 2);
     // Over max.message.bytes: MESSAGE_TOO_LARGE (10).
     let big = "x".repeat(5000);
-    assert_eq!(produce_error(&mut s, &produce("raw", batch(&[&big]).freeze())), 10);
+    assert_eq!(
+        produce_error(&mut s, &produce("raw", batch(&[&big]).freeze())),
+        10
+    );
     // An invalid topic name: INVALID_TOPIC_EXCEPTION (17).
-    assert_eq!(produce_error(&mut s, &produce("bad topic!", batch(&["x"]).freeze())), 17);
+    assert_eq!(
+        produce_error(&mut s, &produce("bad topic!", batch(&["x"]).freeze())),
+        17
+    );
     // The connection is still usable and only the good record was written.
-    assert_eq!(produce_error(&mut s, &produce("raw", batch(&["good2"]).freeze())), 0);
+    assert_eq!(
+        produce_error(&mut s, &produce("raw", batch(&["good2"]).freeze())),
+        0
+    );
     let got = common::consume(&spool.bootstrap(), "raw", 0, rdkafka::Offset::Beginning, 2);
     let values: Vec<String> = got.iter().map(common::value).collect();
     assert_eq!(values, ["good", "good2"]);
@@ -191,6 +228,12 @@ fn the_connection_limit_is_enforced() {
     let _b = connect(&spool);
     // Accepting is asynchronous: the third is closed once the first two are counted.
     let mut third = connect(&spool);
-    third.write_all(&request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())).unwrap();
+    third
+        .write_all(&request(
+            ApiKey::ApiVersions,
+            3,
+            &ApiVersionsRequest::default(),
+        ))
+        .unwrap();
     assert!(read_response(&mut third).is_none());
 }

@@ -22,7 +22,11 @@ pub struct Spool {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Spool {
@@ -65,7 +69,11 @@ impl Spool {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "broker did not listen: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "broker did not listen: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -114,7 +122,13 @@ pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
 }
 
 /// Reads `count` messages of one partition starting at `from` (fails after 30 s of silence).
-pub fn consume(bootstrap: &str, topic: &str, partition: i32, from: Offset, count: usize) -> Vec<OwnedMessage> {
+pub fn consume(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    from: Offset,
+    count: usize,
+) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = client_config(bootstrap)
         .set("group.id", "spool-tests")
         .set("enable.auto.commit", "false")

@@ -1,0 +1,140 @@
+"""kafka-python against a running Spool broker: produce with every codec and with
+idempotence, keyed ordering, consume by offset/time, and the admin API (error codes included).
+
+Usage: python3 kafka_python_client.py HOST:PORT   (exits non-zero on the first failure)
+"""
+import sys
+import time
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
+from kafka.errors import TopicAlreadyExistsError, InvalidPartitionsError
+
+BOOTSTRAP = sys.argv[1]
+
+
+def consume(topic, partition, count, offset=None):
+    c = KafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, consumer_timeout_ms=20000)
+    tp = TopicPartition(topic, partition)
+    c.assign([tp])
+    if offset is None:
+        c.seek_to_beginning(tp)
+    else:
+        c.seek(tp, offset)
+    out = []
+    for m in c:
+        out.append(m)
+        if len(out) == count:
+            break
+    c.close()
+    assert len(out) == count, f"{topic}-{partition}: got {len(out)} of {count}"
+    return out
+
+
+def codecs():
+    for codec in [None, "gzip", "snappy", "lz4", "zstd"]:
+        topic = f"py-codec-{codec or 'none'}"
+        p = KafkaProducer(bootstrap_servers=BOOTSTRAP, compression_type=codec, linger_ms=5)
+        futures = [
+            p.send(topic, value=f"{codec}-{i}".encode(), headers=[("n", str(i).encode())]) for i in range(300)
+        ]
+        offsets = [f.get(timeout=30).offset for f in futures]
+        assert offsets == list(range(300)), offsets[:5]
+        p.close()
+        got = consume(topic, 0, 300)
+        assert [m.value.decode() for m in got] == [f"{codec}-{i}" for i in range(300)]
+        assert got[7].headers == [("n", b"7")]
+        print(f"codec {codec}: ok")
+
+
+def idempotent():
+    p = KafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=True, acks="all")
+    futures = [p.send("py-idem", value=str(i).encode()) for i in range(1000)]
+    for f in futures:
+        f.get(timeout=30)
+    p.close()
+    got = consume("py-idem", 0, 1000)
+    assert [int(m.value) for m in got] == list(range(1000))
+    print("idempotence: ok")
+
+
+def keyed_and_times(admin):
+    admin.create_topics([NewTopic("py-keyed", 4, 1)])
+    p = KafkaProducer(bootstrap_servers=BOOTSTRAP)
+    base = 1_700_000_000_000
+    where = {}
+    counts = {}
+    for i in range(200):
+        key = f"k{i % 5}"
+        md = p.send("py-keyed", key=key.encode(), value=f"{key}:{i}".encode(), timestamp_ms=base + i).get(timeout=30)
+        assert where.setdefault(key, md.partition) == md.partition, f"{key} moved partitions"
+        counts[md.partition] = counts.get(md.partition, 0) + 1
+    p.close()
+    for partition, n in counts.items():
+        last = {}
+        for m in consume("py-keyed", partition, n):
+            key, seq = m.value.decode().split(":")
+            assert last.get(key, -1) < int(seq), "order within a key"
+            last[key] = int(seq)
+    c = KafkaConsumer(bootstrap_servers=BOOTSTRAP)
+    tps = [TopicPartition("py-keyed", p) for p in counts]
+    ends = c.end_offsets(tps)
+    assert sum(ends.values()) == 200, ends
+    assert all(v == 0 for v in c.beginning_offsets(tps).values())
+    found = c.offsets_for_times({tp: base + 150 for tp in tps})
+    for tp, ot in found.items():
+        if ot is not None:
+            assert ot.timestamp >= base + 150
+    c.close()
+    print("keyed ordering and offsets by time: ok")
+
+
+def admin_api(admin):
+    admin.create_topics([NewTopic("py-admin", 2, 1, topic_configs={"retention.ms": "3600000"})])
+    try:
+        admin.create_topics([NewTopic("py-admin", 2, 1)])
+        raise AssertionError("duplicate topic accepted")
+    except TopicAlreadyExistsError:
+        pass
+    res = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "py-admin")])
+    entries = res["topic"]["py-admin"]
+    assert entries["retention.ms"]["value"] == "3600000", entries
+    assert entries["retention.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG", entries
+    for incremental in (True, False):
+        resp = admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, "py-admin", configs={"no.such": "1"})],
+            raise_on_unknown=False, incremental=incremental)
+        outcome = resp["topic"]["py-admin"]
+        assert "[Error 40]" in str(outcome), f"INVALID_CONFIG expected, got {outcome!r}"
+    resp = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "py-admin", configs={"retention.ms": "60000"})])
+    outcome = resp["topic"]["py-admin"]
+    assert "Error" not in str(outcome), f"alter failed: {outcome!r}"
+    res = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "py-admin")])
+    assert res["topic"]["py-admin"]["retention.ms"]["value"] == "60000"
+    admin.create_partitions({"py-admin": NewPartitions(4)})
+    try:
+        admin.create_partitions({"py-admin": NewPartitions(2)})
+        raise AssertionError("shrinking accepted")
+    except InvalidPartitionsError:
+        pass
+    assert len(admin.describe_topics(["py-admin"])[0]["partitions"]) == 4
+    admin.delete_topics(["py-admin"])
+    deadline = time.time() + 10
+    while "py-admin" in admin.list_topics():
+        assert time.time() < deadline, "topic still listed after delete"
+        time.sleep(0.05)
+    print("admin: ok")
+
+
+def main():
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    codecs()
+    idempotent()
+    keyed_and_times(admin)
+    admin_api(admin)
+    admin.close()
+    print("kafka-python: all ok")
+
+
+if __name__ == "__main__":
+    main()
