@@ -77,9 +77,9 @@ macro_rules! fill {
 
 impl ServeArgs {
     /// Fills options not given by flag or environment from the `--config` file.
-    pub fn with_file(mut self) -> anyhow::Result<ServeArgs> {
+    pub fn with_file(mut self: Box<Self>) -> anyhow::Result<ServeArgs> {
         let Some(path) = self.config.clone() else {
-            return Ok(self);
+            return Ok(*self);
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading config file {}", path.display()))?;
@@ -106,7 +106,7 @@ impl ServeArgs {
             max_inflight_requests,
             partition_threads
         );
-        Ok(self)
+        Ok(*self)
     }
 }
 
@@ -123,11 +123,11 @@ mod tests {
             "node-id = 7\ndata-dir = \"/from/file\"\nflush-ms = 5\n",
         )
         .unwrap();
-        let args = ServeArgs {
+        let args = Box::new(ServeArgs {
             config: Some(path),
             node_id: Some(3),
             ..Default::default()
-        }
+        })
         .with_file()
         .unwrap();
         assert_eq!(args.node_id, Some(3));

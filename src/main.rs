@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker (embedded storage; no external service).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure produce and consume throughput against a Kafka-protocol broker.
     Bench(bench::BenchArgs),
 }

@@ -155,11 +155,10 @@ mod tests {
             Err(BrokerError::InvalidProducerEpoch { .. })
         ));
         assert_eq!(s.check(&w(0, 1), 0).unwrap(), SequenceCheck::Append);
+        // A producer this partition has never seen must start at sequence 0.
         assert!(matches!(
-            s.check(&w(3, 0), 0)
-                .map(|_| ())
-                .and(ProducerStates::default().check(&w(3, 0), 0)),
-            Err(_)
+            ProducerStates::default().check(&w(3, 0), 0),
+            Err(BrokerError::UnknownProducerId(7))
         ));
     }
 }
