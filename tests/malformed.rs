@@ -237,3 +237,37 @@ fn the_connection_limit_is_enforced() {
         .unwrap();
     assert!(read_response(&mut third).is_none());
 }
+
+/// Every served ListOffsets version encodes (v1-v3 have no leader epoch field: an old client
+/// such as Debian's kcat uses them).
+#[test]
+fn every_list_offsets_version_answers() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let spool = Spool::start();
+    let mut s = connect(&spool);
+    assert_eq!(
+        produce_error(&mut s, &produce("lo", batch(&["a", "b"]).freeze())),
+        0
+    );
+    for version in 1..=8 {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("lo")))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1)])]);
+        s.write_all(&request(ApiKey::ListOffsets, version, &req))
+            .unwrap();
+        let mut resp =
+            read_response(&mut s).unwrap_or_else(|| panic!("ListOffsets v{version} answered"));
+        ResponseHeader::decode(
+            &mut resp,
+            ApiKey::ListOffsets.response_header_version(version),
+        )
+        .unwrap();
+        let body = ListOffsetsResponse::decode(&mut resp, version).unwrap();
+        let p = &body.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.offset), (0, 2), "v{version}");
+    }
+}

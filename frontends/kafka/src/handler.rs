@@ -33,7 +33,7 @@ pub(crate) async fn handle(
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, r, v).await),
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(list_offsets::handle(ctx, r).await)
+            ResponseKind::ListOffsets(list_offsets::handle(ctx, r, v).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(misc::find_coordinator(ctx, r, v))

@@ -18,7 +18,13 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
-pub(crate) async fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub(crate) async fn handle(
+    ctx: &Ctx,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    // The leader epoch exists from v4; earlier versions must leave it at its default.
+    let epoch_field = |epoch: i32| if version >= 4 { epoch } else { -1 };
     let snapshot = ctx.broker.catalog.snapshot();
     let mut topics = Vec::new();
     for t in req.topics {
@@ -71,7 +77,7 @@ pub(crate) async fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsRes
                 Some((offset, timestamp)) => out
                     .with_offset(offset)
                     .with_timestamp(timestamp)
-                    .with_leader_epoch(part.leader_epoch),
+                    .with_leader_epoch(epoch_field(part.leader_epoch)),
                 None => out,
             });
         }
