@@ -192,19 +192,20 @@ async fn consume_from_earliest_latest_offset_and_timestamp() {
         found.find_partition("times", 0).unwrap().offset(),
         Offset::End
     );
-    // From latest: only what is produced afterwards is seen.
-    let bootstrap = spool.bootstrap();
-    let reader = std::thread::spawn(move || consume(&bootstrap, "times", 0, Offset::End, 1));
-    // The reader's position is resolved before the new record is produced: wait for its
-    // ListOffsets to have happened by watching the record count it cannot see yet.
-    std::thread::sleep(Duration::from_millis(500));
+    // From latest: resolve the latest offset first (ListOffsets), then only what is produced
+    // afterwards is read from it.
+    let latest = consumer
+        .fetch_watermarks("times", 0, Duration::from_secs(10))
+        .unwrap()
+        .1;
+    assert_eq!(latest, 100);
     p.send(
         FutureRecord::<(), _>::to("times").payload("late"),
         Duration::from_secs(10),
     )
     .await
     .unwrap();
-    let got = reader.join().unwrap();
+    let got = consume(&spool.bootstrap(), "times", 0, Offset::Offset(latest), 1);
     assert_eq!(value(&got[0]), "late");
     assert_eq!(got[0].offset(), 100);
 }
