@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// Requests in progress per connection before reading pauses [default: 64].
     #[arg(long, env = "SPOOL_MAX_INFLIGHT_REQUESTS")]
     pub max_inflight_requests: Option<usize>,
+    /// Incremental fetch sessions kept at once, 0 for none [default: 1000].
+    #[arg(long, env = "SPOOL_MAX_FETCH_SESSIONS")]
+    pub max_fetch_sessions: Option<usize>,
     /// Threads partition actors run on, 0 for one per core [default: 0].
     #[arg(long, env = "SPOOL_PARTITION_THREADS")]
     pub partition_threads: Option<usize>,
@@ -104,6 +107,7 @@ impl ServeArgs {
             max_request_bytes,
             max_connections,
             max_inflight_requests,
+            max_fetch_sessions,
             partition_threads
         );
         Ok(*self)

@@ -115,6 +115,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .max_inflight_requests
             .unwrap_or(defaults.max_inflight_requests)
             .max(1),
+        max_fetch_sessions: args
+            .max_fetch_sessions
+            .unwrap_or(defaults.max_fetch_sessions),
     };
     info!(node_id = broker_config.node_id, data_dir = %broker_config.data_dir.display(), "starting spool");
 

@@ -126,12 +126,72 @@ def admin_api(admin):
     print("admin: ok")
 
 
+def fetch_sessions(admin):
+    """KIP-227: a consumer of many partitions opens a session, then sends incremental fetches
+    that name only what moved; every record still arrives once, in order per partition."""
+    from kafka.consumer import fetcher
+
+    seen = []
+    original = fetcher.FetchSessionHandler.handle_response
+
+    def recording(self, response):
+        full = self.next_metadata.is_full
+        ok = original(self, response)
+        seen.append((full, response.session_id, ok))
+        return ok
+
+    fetcher.FetchSessionHandler.handle_response = recording
+    try:
+        admin.create_topics([NewTopic("py-sessions", num_partitions=8, replication_factor=1)])
+        p = KafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=5)
+        c = KafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, fetch_max_wait_ms=100)
+        tps = [TopicPartition("py-sessions", i) for i in range(8)]
+        c.assign(tps)
+        c.seek_to_beginning()
+        got = {i: [] for i in range(8)}
+
+        def drain(expected):
+            deadline = time.time() + 30
+            while sum(len(v) for v in got.values()) < expected and time.time() < deadline:
+                for tp, msgs in c.poll(timeout_ms=500).items():
+                    got[tp.partition].extend(int(m.value) for m in msgs)
+
+        for i in range(8 * 50):
+            p.send("py-sessions", value=str(i).encode(), partition=i % 8)
+        p.flush()
+        drain(8 * 50)
+        # Idle fetches: the session answers with no partitions at all.
+        idle_from = len(seen)
+        deadline = time.time() + 30
+        while len(seen) < idle_from + 3 and time.time() < deadline:
+            assert not c.poll(timeout_ms=200), "records from nowhere"
+        # Only partition 3 moves now: the others stay quiet in the session.
+        for i in range(8 * 50, 8 * 50 + 100):
+            p.send("py-sessions", value=str(i).encode(), partition=3)
+        p.flush()
+        drain(8 * 50 + 100)
+        c.close()
+        p.close()
+    finally:
+        fetcher.FetchSessionHandler.handle_response = original
+    for i in range(8):
+        want = [n for n in range(8 * 50) if n % 8 == i]
+        if i == 3:
+            want += list(range(8 * 50, 8 * 50 + 100))
+        assert got[i] == want, f"partition {i}: {got[i][:10]}..."
+    assert all(ok for _, _, ok in seen), f"a fetch response broke the session: {seen}"
+    incremental = [s for full, s, _ in seen if not full]
+    assert incremental and all(s != 0 for s in incremental), f"no incremental fetches: {seen[:5]}"
+    print(f"fetch sessions: ok ({len(incremental)} incremental fetches)")
+
+
 def main():
     admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     codecs()
     idempotent()
     keyed_and_times(admin)
     admin_api(admin)
+    fetch_sessions(admin)
     admin.close()
     print("kafka-python: all ok")
 

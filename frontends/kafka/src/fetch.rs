@@ -1,7 +1,5 @@
 //! Fetch: read stored batches as they are, long-polling up to `max_wait_ms` until `min_bytes`
-//! are available. Fetch sessions (KIP-227) are declined by answering with session id 0, which
-//! clients treat as "send full fetch requests"; an incremental request is refused with
-//! FETCH_SESSION_ID_NOT_FOUND.
+//! are available. Incremental fetch sessions (KIP-227) live in [`crate::fetch_session`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,12 +12,12 @@ use spool_actors::partition::{AwaitRecords, ReadRecords};
 use spool_actors::{BrokerError, TopicInfo};
 
 use crate::error_codes;
+use crate::fetch_session::{Answered, FetchPlan, PartitionKey};
 use crate::handler::Ctx;
 use crate::misc::leader_epoch_error;
 
 /// One partition to read, resolved against the catalog.
 struct Wanted {
-    topic_index: usize,
     partition: i32,
     offset: i64,
     max_bytes: i32,
@@ -28,42 +26,36 @@ struct Wanted {
 }
 
 pub(crate) async fn handle(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchResponse {
-    if req.session_id != 0 || req.session_epoch > 0 {
-        return FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
-            .with_session_id(0);
-    }
-    let snapshot = ctx.broker.catalog.snapshot();
-    let mut topics_out = Vec::new();
-    let mut wanted = Vec::new();
-    for (ti, t) in req.topics.iter().enumerate() {
-        let target = if version >= 13 {
-            snapshot
-                .topic_by_id(t.topic_id.as_bytes())
-                .cloned()
-                .ok_or(ResponseError::UnknownTopicId.code())
-        } else {
-            snapshot
-                .topic(&t.topic)
-                .cloned()
-                .ok_or(ResponseError::UnknownTopicOrPartition.code())
-        };
-        topics_out.push(
-            FetchableTopicResponse::default()
-                .with_topic(t.topic.clone())
-                .with_topic_id(t.topic_id),
-        );
-        for p in &t.partitions {
-            wanted.push(Wanted {
-                topic_index: ti,
-                partition: p.partition,
-                offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes,
-                target: target.clone(),
-                current_leader_epoch: p.current_leader_epoch,
-            });
+    let plan = match ctx.fetch_sessions.begin(&req) {
+        Ok(plan) => plan,
+        Err(code) => {
+            return FetchResponse::default()
+                .with_error_code(code)
+                .with_session_id(0)
         }
-    }
+    };
+    let snapshot = ctx.broker.catalog.snapshot();
+    let wanted: Vec<Wanted> = plan
+        .partitions
+        .iter()
+        .map(|(key, params)| Wanted {
+            partition: key.partition,
+            offset: params.fetch_offset,
+            max_bytes: params.max_bytes,
+            target: if version >= 13 {
+                snapshot
+                    .topic_by_id(key.topic_id.as_bytes())
+                    .cloned()
+                    .ok_or(ResponseError::UnknownTopicId.code())
+            } else {
+                snapshot
+                    .topic(&key.topic)
+                    .cloned()
+                    .ok_or(ResponseError::UnknownTopicOrPartition.code())
+            },
+            current_leader_epoch: params.current_leader_epoch,
+        })
+        .collect();
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_bytes = if req.max_bytes <= 0 {
@@ -82,12 +74,44 @@ pub(crate) async fn handle(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchR
             break read_all(&wanted, max_bytes).await.0;
         }
     };
-    for (w, data) in wanted.iter().zip(parts) {
-        topics_out[w.topic_index].partitions.push(data);
-    }
     FetchResponse::default()
-        .with_session_id(0)
-        .with_responses(topics_out)
+        .with_session_id(plan.mode.session_id())
+        .with_responses(respond(ctx, &plan, parts))
+}
+
+/// Groups the partitions the session says to send under their topics, keeping the read order
+/// (a topic that recurs after another one gets a second entry, as in Kafka).
+fn respond(ctx: &Ctx, plan: &FetchPlan, parts: Vec<PartitionData>) -> Vec<FetchableTopicResponse> {
+    let answers: Vec<Answered> = parts
+        .iter()
+        .map(|p| Answered {
+            high_watermark: p.high_watermark,
+            log_start_offset: p.log_start_offset,
+            has_records: p.records.as_ref().is_some_and(|r| !r.is_empty()),
+            is_error: p.error_code != 0,
+        })
+        .collect();
+    let include = ctx.fetch_sessions.finish(plan, &answers);
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut last: Option<&PartitionKey> = None;
+    for (((key, _), data), send) in plan.partitions.iter().zip(parts).zip(include) {
+        if !send {
+            continue;
+        }
+        let same = last.is_some_and(|l| l.topic == key.topic && l.topic_id == key.topic_id);
+        if !same {
+            topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(key.topic.clone()))
+                    .with_topic_id(key.topic_id),
+            );
+        }
+        last = Some(key);
+        if let Some(t) = topics.last_mut() {
+            t.partitions.push(data);
+        }
+    }
+    topics
 }
 
 /// Reads every partition once. Returns the answers, the bytes read, and whether any partition

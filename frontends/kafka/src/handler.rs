@@ -8,6 +8,7 @@ use kafka_protocol::protocol::StrBytes;
 use spool_actors::registry::CreateTopic;
 use spool_actors::{Broker, BrokerError, TopicInfo};
 
+use crate::fetch_session::FetchSessionCache;
 use crate::server::KafkaConfig;
 use crate::{admin, configs, fetch, list_offsets, metadata, misc, produce};
 
@@ -16,6 +17,7 @@ use crate::{admin, configs, fetch, list_offsets, metadata, misc, produce};
 pub(crate) struct Ctx {
     pub broker: Broker,
     pub config: Arc<KafkaConfig>,
+    pub fetch_sessions: Arc<FetchSessionCache>,
 }
 
 /// Handles one request. `None` means no response is sent (Produce with acks=0).

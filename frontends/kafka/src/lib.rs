@@ -8,6 +8,7 @@ mod codec;
 mod configs;
 mod error_codes;
 mod fetch;
+mod fetch_session;
 mod handler;
 mod list_offsets;
 mod metadata;

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::api_versions::is_supported;
 use crate::codec::{self, FrameError};
+use crate::fetch_session::FetchSessionCache;
 use crate::handler::{self, Ctx};
 use crate::misc;
 
@@ -30,6 +31,9 @@ pub struct KafkaConfig {
     pub max_connections: usize,
     /// Requests in progress per connection before the reader stops reading.
     pub max_inflight_requests: usize,
+    /// Incremental fetch sessions kept at once
+    /// (`max.incremental.fetch.session.cache.slots`); 0 turns them off.
+    pub max_fetch_sessions: usize,
 }
 
 impl Default for KafkaConfig {
@@ -38,6 +42,7 @@ impl Default for KafkaConfig {
             max_request_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
             max_inflight_requests: 64,
+            max_fetch_sessions: 1000,
         }
     }
 }
@@ -46,6 +51,7 @@ impl Default for KafkaConfig {
 pub async fn serve(listener: TcpListener, broker: Broker, config: KafkaConfig) {
     let ctx = Ctx {
         broker,
+        fetch_sessions: Arc::new(FetchSessionCache::new(config.max_fetch_sessions)),
         config: Arc::new(config),
     };
     let open = Arc::new(AtomicUsize::new(0));
