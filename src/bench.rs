@@ -3,8 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
+
+use crate::bench_wire;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -15,6 +17,13 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// Which client drives the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchClient {
+    Librdkafka,
+    Wire,
+}
 
 /// Options of `spool bench`.
 #[derive(Debug, Args)]
@@ -39,6 +48,10 @@ pub struct BenchArgs {
     /// Create the topic with flush.messages=1: fsync before every acknowledgement.
     #[arg(long)]
     fsync_each: bool,
+    /// Client: `librdkafka`, or `wire` (a minimal client that does no per-record work, to see
+    /// the broker's own limits).
+    #[arg(long, default_value = "librdkafka")]
+    client: BenchClient,
     /// Skip the consume phase.
     #[arg(long)]
     produce_only: bool,
@@ -59,6 +72,39 @@ impl ProducerContext for Counting {
             Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
         };
     }
+}
+
+async fn wire(args: &BenchArgs, topic: &str, records: u64) -> anyhow::Result<()> {
+    let acks = match args.acks.as_str() {
+        "all" | "-1" => -1,
+        other => other.parse().context("--acks is 0, 1 or all")?,
+    };
+    let produced = bench_wire::produce(
+        &args.bootstrap,
+        topic,
+        args.partitions,
+        records,
+        args.record_size,
+        acks,
+    )
+    .await?;
+    report("produce", &produced);
+    if args.produce_only {
+        return Ok(());
+    }
+    let fetched =
+        bench_wire::fetch(&args.bootstrap, topic, args.partitions, produced.records).await?;
+    report("consume", &fetched);
+    Ok(())
+}
+
+fn report(phase: &str, m: &bench_wire::Moved) {
+    println!(
+        "{phase}: {:.0} records/s, {:.1} MB/s ({:.1} s)",
+        m.records as f64 / m.secs,
+        m.bytes as f64 / 1e6 / m.secs,
+        m.secs
+    );
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -89,9 +135,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "broker default flush policy"
     };
     println!(
-        "topic {topic}: {} partitions, {} records of {} B ({} MiB), acks={}, {durability}",
-        args.partitions, records, args.record_size, args.total_mib, args.acks
+        "topic {topic}: {} partitions, {} records of {} B ({} MiB), acks={}, {durability}, client {:?}",
+        args.partitions, records, args.record_size, args.total_mib, args.acks, args.client
     );
+    if args.client == BenchClient::Wire {
+        return rt.block_on(wire(&args, &topic, records));
+    }
 
     let ctx = Counting {
         delivered: AtomicU64::new(0),
@@ -134,12 +183,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if failed > 0 || delivered != records {
         bail!("{failed} records failed, {delivered} of {records} delivered");
     }
-    let mb = (records * args.record_size as u64) as f64 / 1e6;
-    println!(
-        "produce: {:.0} records/s, {:.1} MB/s ({:.1} s)",
-        records as f64 / secs,
-        mb / secs,
-        secs
+    report(
+        "produce",
+        &bench_wire::Moved {
+            records,
+            bytes: records * args.record_size as u64,
+            secs,
+        },
     );
     if args.produce_only {
         return Ok(());
@@ -175,11 +225,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    println!(
-        "consume: {:.0} records/s, {:.1} MB/s ({:.1} s)",
-        records as f64 / secs,
-        bytes as f64 / 1e6 / secs,
-        secs
+    report(
+        "consume",
+        &bench_wire::Moved {
+            records,
+            bytes,
+            secs,
+        },
     );
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use spool_store::{Log, LogConfig, MetaStore, SyncJob};
 use tokio::sync::oneshot;
 use tracing::{error, info};
@@ -32,13 +32,13 @@ pub enum ReplicaRole {
 
 /// A batch whose header and checksum were verified, ready to append.
 pub struct ValidatedBatch {
-    bytes: BytesMut,
+    bytes: Bytes,
     header: BatchHeader,
 }
 
 impl ValidatedBatch {
     /// Verifies `bytes` as one batch of the broker's format.
-    pub fn new(bytes: BytesMut) -> Result<ValidatedBatch, BrokerError> {
+    pub fn new(bytes: Bytes) -> Result<ValidatedBatch, BrokerError> {
         let header = record_batch::validate(&bytes).map_err(BrokerError::CorruptBatch)?;
         Ok(ValidatedBatch { bytes, header })
     }
@@ -238,7 +238,7 @@ impl PartitionActor {
         };
         let mut first_base = None;
         let mut needs_sync = false;
-        for mut batch in batches {
+        for batch in batches {
             let info = batch.header.info;
             if let Some(w) = &info.writer {
                 if let SequenceCheck::Duplicate { base_offset } =
@@ -248,8 +248,14 @@ impl PartitionActor {
                     continue;
                 }
             }
-            batch.bytes[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
-            let out = self.log_mut().append(&mut batch.bytes, &info)?;
+            // The leader epoch is stamped as the batch is written; the rest is not copied.
+            let b = &batch.bytes;
+            let parts = [
+                &b[..LEADER_EPOCH_AT],
+                &epoch.to_be_bytes()[..],
+                &b[LEADER_EPOCH_AT + 4..],
+            ];
+            let out = self.log_mut().append(&parts, &info)?;
             if let Some(w) = &info.writer {
                 self.producers
                     .record(w, info.last_offset_delta, out.base_offset);

@@ -66,7 +66,7 @@ async fn a_panicking_partition_is_restarted_with_its_data() {
     for p in 0..2 {
         let r = addr(p)
             .send(AppendBatches {
-                batches: vec![ValidatedBatch::new(test_batch(3)).unwrap()],
+                batches: vec![ValidatedBatch::new(test_batch(3).freeze()).unwrap()],
             })
             .await
             .unwrap()

@@ -198,32 +198,35 @@ impl Log {
             .expect("a log always has a segment")
     }
 
-    /// Appends one frame, writing the assigned base offset into its first 8 bytes. The frame
-    /// is in the OS page cache when this returns; see [`AppendOutcome::needs_sync`].
+    /// Appends one frame, given as the concatenation of `parts` (so a caller can replace a few
+    /// bytes without copying the rest), with the assigned base offset written over its first 8
+    /// bytes. The first part holds at least the frame header. The frame is in the OS page cache
+    /// when this returns; see [`AppendOutcome::needs_sync`].
     pub fn append(
         &mut self,
-        frame: &mut [u8],
+        parts: &[&[u8]],
         info: &FrameInfo,
     ) -> Result<AppendOutcome, StoreError> {
-        if frame.len() < FRAME_HEADER_LEN
-            || i32::from_be_bytes(frame[8..12].try_into().unwrap()) as usize
-                != frame.len() - FRAME_HEADER_LEN
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let head = parts.first().copied().unwrap_or_default();
+        if head.len() < FRAME_HEADER_LEN
+            || i32::from_be_bytes(head[8..12].try_into().unwrap()) as usize
+                != len - FRAME_HEADER_LEN
         {
             return Err(StoreError::MalformedFrame(
                 "length field does not match the frame".into(),
             ));
         }
-        if frame.len() > self.config.max_message_bytes as usize + FRAME_HEADER_LEN {
+        if len > self.config.max_message_bytes as usize + FRAME_HEADER_LEN {
             return Err(StoreError::FrameTooLarge {
-                size: frame.len(),
+                size: len,
                 limit: self.config.max_message_bytes as usize,
             });
         }
-        self.maybe_roll(frame.len() as u64)?;
+        self.maybe_roll(len as u64)?;
         let base = self.next_offset();
-        frame[0..8].copy_from_slice(&(base as i64).to_be_bytes());
         let interval = self.config.index_interval_bytes;
-        self.active_mut().append(frame, info, interval)?;
+        self.active_mut().append(base, parts, info, interval)?;
         self.unflushed_entries += info.last_offset_delta as u64 + 1;
         let needs_sync = self
             .config

@@ -1,7 +1,7 @@
 //! One segment: a log file of frames, named by its base offset, with its sparse indexes.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, IoSlice, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,6 +13,9 @@ use crate::index::{OffsetEntry, SegmentIndex, TimeEntry};
 use crate::StoreError;
 
 /// A segment file and what is known about its contents.
+/// Reads at least this large are served from a mapping of the file rather than a copy.
+const MAP_AT_LEAST: usize = 64 * 1024;
+
 pub(crate) struct Segment {
     pub base_offset: u64,
     pub path: PathBuf,
@@ -196,20 +199,20 @@ impl Segment {
     /// Appends one frame whose base offset is already set; returns its position.
     pub fn append(
         &mut self,
-        frame: &[u8],
+        base: u64,
+        parts: &[&[u8]],
         info: &FrameInfo,
         index_interval: u32,
     ) -> Result<u64, StoreError> {
         let position = self.size;
-        self.file
-            .write_all(frame)
-            .map_err(StoreError::io(&self.path))?;
-        self.note_appended(
-            self.next_offset,
-            frame.len() as u64,
-            info,
-            index_interval as u64,
-        )?;
+        let base_bytes = (base as i64).to_be_bytes();
+        let mut slices: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        slices.push(&base_bytes);
+        slices.push(&parts[0][8..]);
+        slices.extend_from_slice(&parts[1..]);
+        write_all_vectored(&mut self.file, &slices).map_err(StoreError::io(&self.path))?;
+        let len = slices.iter().map(|s| s.len() as u64).sum();
+        self.note_appended(self.next_offset, len, info, index_interval as u64)?;
         Ok(position)
     }
 
@@ -287,30 +290,70 @@ impl Segment {
     /// alone is larger (then exactly that frame, so a reader always makes progress).
     pub fn read_frames(&self, position: u64, max_bytes: usize) -> Result<Bytes, StoreError> {
         let available = (self.size - position) as usize;
+        if available == 0 {
+            return Ok(Bytes::new());
+        }
         let want = available.min(max_bytes.max(FRAME_HEADER_LEN));
-        let mut buf = self.read_at(position, want)?;
+        let buf = self.bytes_at(position, want)?;
         let mut end = 0usize;
         while end + FRAME_HEADER_LEN <= buf.len() {
             let len = i32::from_be_bytes(buf[end + 8..end + 12].try_into().unwrap()) as usize;
             let total = FRAME_HEADER_LEN + len;
             if end + total > buf.len() {
-                if end == 0 {
-                    return Ok(self.read_at(position, total)?.freeze());
-                }
                 break;
             }
             end += total;
         }
-        if end == 0 && available > 0 {
+        if end == 0 {
             let (_, total) = self.header_at(position)?;
-            return Ok(self.read_at(position, total as usize)?.freeze());
+            return self.bytes_at(position, total as usize);
         }
-        buf.truncate(end);
-        Ok(buf.freeze())
+        Ok(buf.slice(..end))
+    }
+
+    /// `len` bytes at `position`. Large reads map the file instead of copying it, so a fetch
+    /// hands page-cache pages to the socket without passing them through a buffer. Mapping is
+    /// safe because a segment file only grows while it is open: it is truncated only by
+    /// recovery, before any reader exists, and deletion unlinks it (mappings stay valid).
+    fn bytes_at(&self, position: u64, len: usize) -> Result<Bytes, StoreError> {
+        if len < MAP_AT_LEAST {
+            return Ok(self.read_at(position, len)?.freeze());
+        }
+        // SAFETY: see above; the mapped range lies within the file's current length.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(position)
+                .len(len)
+                .map(&self.file)
+        }
+        .map_err(StoreError::io(&self.path))?;
+        Ok(Bytes::from_owner(map))
     }
 
     pub fn delete_files(self) {
         self.index.remove_files();
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Writes every slice, in order, with as few `writev` calls as the file allows.
+fn write_all_vectored(file: &mut File, slices: &[&[u8]]) -> std::io::Result<()> {
+    let (mut index, mut within) = (0usize, 0usize);
+    while index < slices.len() {
+        let io: Vec<IoSlice<'_>> = std::iter::once(&slices[index][within..])
+            .chain(slices[index + 1..].iter().copied())
+            .map(IoSlice::new)
+            .collect();
+        let mut written = file.write_vectored(&io)?;
+        if written == 0 && io.iter().any(|s| !s.is_empty()) {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while index < slices.len() && written >= slices[index].len() - within {
+            written -= slices[index].len() - within;
+            index += 1;
+            within = 0;
+        }
+        within += written;
+    }
+    Ok(())
 }

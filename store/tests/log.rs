@@ -74,8 +74,8 @@ fn appends_get_consecutive_offsets_and_reads_return_whole_frames() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), LogConfig::default());
     for i in 0..10 {
-        let (mut f, info) = frame(3, 1000 + i, b"hello");
-        let out = log.append(&mut f, &info).unwrap();
+        let (f, info) = frame(3, 1000 + i, b"hello");
+        let out = log.append(&[&f], &info).unwrap();
         assert_eq!(out.base_offset, i as u64 * 3);
         assert_eq!(out.last_offset, i as u64 * 3 + 2);
     }
@@ -95,8 +95,8 @@ fn rolls_segments_and_recovers_them_after_reopen() {
     {
         let mut log = open(dir.path(), small_segments());
         for i in 0..40 {
-            let (mut f, info) = frame(1, i, &[i as u8; 40]);
-            log.append(&mut f, &info).unwrap();
+            let (f, info) = frame(1, i, &[i as u8; 40]);
+            log.append(&[&f], &info).unwrap();
         }
         assert!(log.segment_count() > 5);
         log.flush().unwrap();
@@ -114,8 +114,8 @@ fn unflushed_tail_is_rescanned_and_index_files_rebuilt_when_missing() {
     {
         let mut log = open(dir.path(), small_segments());
         for i in 0..20 {
-            let (mut f, info) = frame(2, i, &[1; 30]);
-            log.append(&mut f, &info).unwrap();
+            let (f, info) = frame(2, i, &[1; 30]);
+            log.append(&[&f], &info).unwrap();
         }
         // No flush: the checkpoint still points at the empty log.
     }
@@ -146,13 +146,13 @@ fn torn_tail_is_truncated_to_the_last_whole_frame() {
     {
         let mut log = open(dir.path(), LogConfig::default());
         for i in 0..5 {
-            let (mut f, info) = frame(1, i, &[2; 50]);
-            log.append(&mut f, &info).unwrap();
+            let (f, info) = frame(1, i, &[2; 50]);
+            log.append(&[&f], &info).unwrap();
         }
         log.flush().unwrap();
         for i in 5..8 {
-            let (mut f, info) = frame(1, i, &[3; 50]);
-            log.append(&mut f, &info).unwrap();
+            let (f, info) = frame(1, i, &[3; 50]);
+            log.append(&[&f], &info).unwrap();
         }
     }
     let seg = last_segment(dir.path());
@@ -162,8 +162,8 @@ fn torn_tail_is_truncated_to_the_last_whole_frame() {
     f.set_len(len - 30).unwrap();
     let mut log = open(dir.path(), LogConfig::default());
     assert_eq!(log.next_offset(), 7);
-    let (mut f, info) = frame(1, 9, b"after");
-    assert_eq!(log.append(&mut f, &info).unwrap().base_offset, 7);
+    let (f, info) = frame(1, 9, b"after");
+    assert_eq!(log.append(&[&f], &info).unwrap().base_offset, 7);
 }
 
 #[test]
@@ -175,8 +175,8 @@ fn corrupt_frame_in_tail_is_truncated_with_what_follows() {
         let (f0, _) = frame(1, 0, &[4; 50]);
         frame_len = f0.len() as u64;
         for i in 0..6 {
-            let (mut f, info) = frame(1, i, &[4; 50]);
-            log.append(&mut f, &info).unwrap();
+            let (f, info) = frame(1, i, &[4; 50]);
+            log.append(&[&f], &info).unwrap();
         }
     }
     let seg = last_segment(dir.path());
@@ -200,8 +200,8 @@ fn retention_and_delete_records_move_the_start_offset() {
         },
     );
     for i in 0..40 {
-        let (mut f, info) = frame(1, i, &[5; 40]);
-        log.append(&mut f, &info).unwrap();
+        let (f, info) = frame(1, i, &[5; 40]);
+        log.append(&[&f], &info).unwrap();
     }
     let before = log.segment_count();
     let deleted = log.apply_retention(u64::MAX / 2);
@@ -221,11 +221,44 @@ fn time_lookup_finds_the_first_frame_at_or_after_a_timestamp() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), small_segments());
     for i in 0..30 {
-        let (mut f, info) = frame(1, 1000 + i * 10, &[6; 40]);
-        log.append(&mut f, &info).unwrap();
+        let (f, info) = frame(1, 1000 + i * 10, &[6; 40]);
+        log.append(&[&f], &info).unwrap();
     }
     let found = log.frame_for_timestamp(1155).unwrap().unwrap();
     assert_eq!(base_offsets(&found), vec![16]);
     assert!(log.frame_for_timestamp(5000).unwrap().is_none());
     assert_eq!(log.max_timestamp(), Some((1290, 29)));
+}
+
+#[test]
+fn large_reads_are_whole_frames_and_see_later_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig::default());
+    let data = vec![7u8; 10_000];
+    let mut written = Vec::new();
+    for i in 0..40 {
+        let (f, info) = frame(1, i, &data);
+        log.append(&[&f], &info).unwrap();
+        written.extend_from_slice(&f);
+    }
+    // Larger than the mapping threshold: served from a map of the file.
+    let all = log.read(0, 1 << 20).unwrap();
+    assert_eq!(base_offsets(&all), (0..40).collect::<Vec<_>>());
+    // A budget that ends mid-frame stops at the last whole frame.
+    let part = log.read(5, 100_000).unwrap();
+    assert_eq!(base_offsets(&part), (5..14).collect::<Vec<_>>());
+    // Appends after a mapped read are visible to the next one, and the old bytes are intact.
+    let (f, info) = frame(1, 99, &data);
+    log.append(&[&f], &info).unwrap();
+    assert_eq!(
+        base_offsets(&log.read(30, 1 << 20).unwrap()),
+        (30..41).collect::<Vec<_>>()
+    );
+    assert_eq!(base_offsets(&all), (0..40).collect::<Vec<_>>());
+    // Everything but the stamped base offsets is what was written.
+    let size = written.len() / 40;
+    assert_eq!(all.len(), written.len());
+    for (got, sent) in all.chunks(size).zip(written.chunks(size)) {
+        assert!(got[8..] == sent[8..], "frame bytes differ");
+    }
 }

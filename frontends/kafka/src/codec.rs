@@ -4,6 +4,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 
+use crate::chunked_buf::ChunkedBuf;
+
 /// Bytes of the size prefix.
 pub const MAX_FRAME_HEADER: usize = 4;
 
@@ -77,28 +79,95 @@ pub fn decode_request(frame: BytesMut) -> Result<(RequestHeader, ApiKey, Request
     Ok((header, api, body))
 }
 
-/// Encodes a response frame (size prefix included) for a request of `api` at `version`.
+/// Encodes a response frame (size prefix included) for a request of `api` at `version`, as
+/// chunks for one vectored write: the record sets of a Fetch response are referenced, not copied.
 pub fn encode_response(
     correlation_id: i32,
     api: ApiKey,
     version: i16,
     body: &ResponseKind,
-) -> Result<Bytes, String> {
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
+) -> Result<Vec<Bytes>, String> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api.response_header_version(version);
+    let ResponseKind::Fetch(fetch) = body else {
+        let mut buf = BytesMut::with_capacity(256);
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, header_version)
+            .map_err(|e| e.to_string())?;
+        body.encode(&mut buf, version).map_err(|e| e.to_string())?;
+        let size = frame_size(buf.len())?;
+        buf[..MAX_FRAME_HEADER].copy_from_slice(&size);
+        return Ok(vec![buf.freeze()]);
+    };
+    let records: Vec<Bytes> = fetch
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .filter_map(|p| p.records.clone())
+        .collect();
+    let mut buf = ChunkedBuf::new(&records);
+    buf.put_i32(0);
     header
-        .encode(&mut buf, api.response_header_version(version))
+        .encode(&mut buf, header_version)
         .map_err(|e| e.to_string())?;
-    body.encode(&mut buf, version).map_err(|e| e.to_string())?;
-    let size = (buf.len() - MAX_FRAME_HEADER) as i32;
-    buf[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(buf.freeze())
+    fetch.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    let size = frame_size(buf.len())?;
+    let mut chunks = buf.into_chunks();
+    // The first chunk holds the size placeholder: it is owned, never spliced.
+    let mut first = BytesMut::from(std::mem::take(&mut chunks[0]));
+    first[..MAX_FRAME_HEADER].copy_from_slice(&size);
+    chunks[0] = first.freeze();
+    Ok(chunks)
+}
+
+/// The size prefix of a frame of `len` bytes, prefix included.
+fn frame_size(len: usize) -> Result<[u8; MAX_FRAME_HEADER], String> {
+    i32::try_from(len - MAX_FRAME_HEADER)
+        .map(i32::to_be_bytes)
+        .map_err(|_| format!("response of {len} bytes is too large"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{FetchResponse, TopicName};
+
+    #[test]
+    fn spliced_fetch_responses_encode_as_the_crate_does() {
+        let big = Bytes::from((0..20_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        let partition = |i, records: &Bytes| {
+            PartitionData::default()
+                .with_partition_index(i)
+                .with_high_watermark(42)
+                .with_records(Some(records.clone()))
+        };
+        let response =
+            FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                .with_topic(TopicName(
+                    kafka_protocol::protocol::StrBytes::from_static_str("t"),
+                ))
+                .with_partitions(vec![
+                    partition(0, &big),
+                    partition(1, &Bytes::from_static(b"small")),
+                    partition(2, &big.slice(100..9000)),
+                ])]);
+        for version in [4, 11, 12, 16, 18] {
+            let body = ResponseKind::Fetch(response.clone());
+            let chunks = encode_response(9, ApiKey::Fetch, version, &body).unwrap();
+            assert!(chunks.len() > 2, "v{version}: nothing spliced");
+            let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            let mut plain = BytesMut::new();
+            plain.put_i32(joined.len() as i32 - 4);
+            ResponseHeader::default()
+                .with_correlation_id(9)
+                .encode(&mut plain, ApiKey::Fetch.response_header_version(version))
+                .unwrap();
+            body.encode(&mut plain, version).unwrap();
+            assert_eq!(joined, &plain[..], "v{version}");
+        }
+    }
 
     #[test]
     fn frames_are_taken_whole_and_limits_enforced() {

@@ -4,6 +4,7 @@
 
 mod admin;
 mod api_versions;
+mod chunked_buf;
 mod codec;
 mod configs;
 mod error_codes;

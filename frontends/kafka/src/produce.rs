@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use futures_util::future::join_all;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -118,7 +117,7 @@ async fn produce_partition(
                 limit,
             });
         }
-        match ValidatedBatch::new(BytesMut::from(s)) {
+        match ValidatedBatch::new(records.slice_ref(s)) {
             Ok(b) => batches.push(b),
             Err(e) => return fail(e),
         }

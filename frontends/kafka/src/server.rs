@@ -4,6 +4,7 @@
 //! and starts a task per request; the writer sends the answers in request order. At most
 //! `max_inflight_requests` requests per connection are in progress at once.
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use spool_actors::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -81,7 +83,8 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: KafkaConfig) {
     }
 }
 
-type Pending = oneshot::Receiver<Option<Bytes>>;
+/// The answer to one request: a response frame as chunks, or nothing (Produce with acks=0).
+type Pending = oneshot::Receiver<Option<Vec<Bytes>>>;
 
 async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Ctx) {
     debug!(%peer, "kafka connection opened");
@@ -90,8 +93,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Ctx) {
     let writer = tokio::spawn(async move {
         while let Some(pending) = rx.recv().await {
             match pending.await {
-                Ok(Some(bytes)) => {
-                    if wr.write_all(&bytes).await.is_err() {
+                Ok(Some(chunks)) => {
+                    if write_chunks(&mut wr, &chunks).await.is_err() {
                         break;
                     }
                 }
@@ -131,6 +134,31 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Ctx) {
     debug!(%peer, "kafka connection closed");
 }
 
+/// Writes a frame's chunks with as few vectored writes as the socket allows.
+async fn write_chunks(wr: &mut OwnedWriteHalf, chunks: &[Bytes]) -> std::io::Result<()> {
+    /// Slices per `writev`; well under every platform's IOV_MAX.
+    const SLICES: usize = 64;
+    let (mut index, mut within) = (0usize, 0usize);
+    while index < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = std::iter::once(&chunks[index][within..])
+            .chain(chunks[index + 1..].iter().map(|c| &c[..]))
+            .take(SLICES)
+            .map(IoSlice::new)
+            .collect();
+        let mut written = wr.write_vectored(&slices).await?;
+        if written == 0 && slices.iter().any(|s| !s.is_empty()) {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while index < chunks.len() && written >= chunks[index].len() - within {
+            written -= chunks[index].len() - within;
+            index += 1;
+            within = 0;
+        }
+        within += written;
+    }
+    Ok(())
+}
+
 /// Checks, decodes and starts handling one request frame.
 fn accept_request(frame: BytesMut, ctx: &Ctx) -> Result<Pending, FrameError> {
     let (key, version) = codec::peek_api(&frame)?;
@@ -146,14 +174,14 @@ fn accept_request(frame: BytesMut, ctx: &Ctx) -> Result<Pending, FrameError> {
             misc::api_versions()
                 .with_error_code(kafka_protocol::ResponseError::UnsupportedVersion.code()),
         );
-        let bytes = codec::encode_response(correlation_id, api, 0, &body).map_err(|reason| {
+        let chunks = codec::encode_response(correlation_id, api, 0, &body).map_err(|reason| {
             FrameError::BadBody {
                 api,
                 version,
                 reason,
             }
         })?;
-        let _ = res_tx.send(Some(bytes));
+        let _ = res_tx.send(Some(chunks));
         return Ok(res_rx);
     }
     let (header, api, body) = codec::decode_request(frame)?;
