@@ -69,6 +69,20 @@ pub struct ServeArgs {
     /// Incremental fetch sessions kept at once, 0 for none [default: 1000].
     #[arg(long, env = "SPOOL_MAX_FETCH_SESSIONS")]
     pub max_fetch_sessions: Option<usize>,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits
+    /// for more members [default: 3000].
+    #[arg(long, env = "SPOOL_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// `group.min.session.timeout.ms` [default: 6000].
+    #[arg(long, env = "SPOOL_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// `group.max.session.timeout.ms` [default: 1800000].
+    #[arg(long, env = "SPOOL_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// `offsets.retention.minutes`: committed offsets of a group empty this long are deleted
+    /// [default: 10080].
+    #[arg(long, env = "SPOOL_OFFSETS_RETENTION_MINUTES")]
+    pub offsets_retention_minutes: Option<u64>,
     /// Threads partition actors run on, 0 for one per core [default: 0].
     #[arg(long, env = "SPOOL_PARTITION_THREADS")]
     pub partition_threads: Option<usize>,
@@ -108,6 +122,10 @@ impl ServeArgs {
             max_connections,
             max_inflight_requests,
             max_fetch_sessions,
+            group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms,
+            group_max_session_timeout_ms,
+            offsets_retention_minutes,
             partition_threads
         );
         Ok(*self)

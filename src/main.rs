@@ -6,9 +6,11 @@ mod config;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use spool_actors::group::GroupConfig;
 use spool_actors::partition::CloseLog;
 use spool_actors::{Broker, BrokerConfig};
 use spool_kafka::KafkaConfig;
@@ -93,6 +95,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("option {k}"))?;
         }
     }
+    let groups = group_config(&args);
     let broker_config = BrokerConfig {
         node_id: args.node_id.unwrap_or(1),
         data_dir: args
@@ -104,6 +107,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         auto_create_topics: args.auto_create_topics.unwrap_or(true),
         log_defaults,
         partition_threads: args.partition_threads.unwrap_or(0),
+        groups,
     };
     if broker_config.default_partitions == 0 {
         bail!("--num-partitions must be at least 1");
@@ -169,5 +173,24 @@ async fn close_partitions(broker: &Broker) {
         for p in topic.partitions.iter().filter_map(|p| p.local.as_ref()) {
             let _ = p.send(CloseLog { delete: false }).await;
         }
+    }
+}
+
+/// Consumer group settings from the options, with Kafka's defaults.
+fn group_config(args: &ServeArgs) -> GroupConfig {
+    let d = GroupConfig::default();
+    GroupConfig {
+        initial_rebalance_delay: args
+            .group_initial_rebalance_delay_ms
+            .map_or(d.initial_rebalance_delay, Duration::from_millis),
+        min_session_timeout_ms: args
+            .group_min_session_timeout_ms
+            .unwrap_or(d.min_session_timeout_ms),
+        max_session_timeout_ms: args
+            .group_max_session_timeout_ms
+            .unwrap_or(d.max_session_timeout_ms),
+        offsets_retention: args
+            .offsets_retention_minutes
+            .map_or(d.offsets_retention, |m| Duration::from_secs(m * 60)),
     }
 }

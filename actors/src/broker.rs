@@ -8,6 +8,9 @@ use actix::prelude::*;
 use spool_store::{LogConfig, MetaStore};
 
 use crate::catalog::{Catalog, CatalogSnapshot, NodeInfo};
+use crate::group::GroupConfig;
+use crate::group_registry::GroupRegistry;
+use crate::offsets_journal::OffsetsJournal;
 use crate::registry::TopicRegistry;
 use crate::BrokerError;
 
@@ -26,6 +29,8 @@ pub struct BrokerConfig {
     pub log_defaults: LogConfig,
     /// Threads partition actors are spread over (one arbiter each); 0 means one per core.
     pub partition_threads: usize,
+    /// Consumer group settings.
+    pub groups: GroupConfig,
 }
 
 /// A running broker core: what front ends hold.
@@ -33,6 +38,8 @@ pub struct BrokerConfig {
 pub struct Broker {
     pub config: Arc<BrokerConfig>,
     pub registry: Addr<TopicRegistry>,
+    /// Finds the coordinator actor of each consumer group.
+    pub groups: Addr<GroupRegistry>,
     pub catalog: Catalog,
 }
 
@@ -64,10 +71,19 @@ impl Broker {
         };
         let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
         let config = Arc::new(config);
+        let (journal, known_groups) =
+            OffsetsJournal::open(&config.data_dir, meta.clone(), config.log_defaults.flush_ms)?;
+        let groups = GroupRegistry::new(
+            Arc::new(config.groups.clone()),
+            journal.start(),
+            arbiters.clone(),
+            known_groups,
+        );
         let registry = TopicRegistry::recover(config.clone(), meta, catalog.clone(), arbiters)?;
         Ok(Broker {
             config,
             registry: registry.start(),
+            groups: groups.start(),
             catalog,
         })
     }

@@ -39,6 +39,30 @@ pub enum BrokerError {
     UnknownProducerId(i64),
     #[error("partition {topic}-{partition} is restarting")]
     PartitionUnavailable { topic: String, partition: i32 },
+    #[error("unknown member id '{0}'")]
+    UnknownMemberId(String),
+    #[error("generation {got} is not the group's generation {current}")]
+    IllegalGeneration { got: i32, current: i32 },
+    #[error("group '{0}' is rebalancing")]
+    RebalanceInProgress(String),
+    #[error("inconsistent group protocol: {0}")]
+    InconsistentGroupProtocol(String),
+    #[error("session timeout {got} ms is outside [{min}, {max}] ms")]
+    InvalidSessionTimeout { got: i32, min: i32, max: i32 },
+    #[error("group instance '{0}' belongs to another member")]
+    FencedInstanceId(String),
+    #[error("a member id is required: rejoin with '{0}'")]
+    MemberIdRequired(String),
+    #[error("group '{0}' is not empty")]
+    NonEmptyGroup(String),
+    #[error("group '{0}' does not exist")]
+    GroupNotFound(String),
+    #[error("group '{0}' is unavailable (being deleted or restarting)")]
+    GroupUnavailable(String),
+    #[error("group '{group}' is subscribed to topic '{topic}'")]
+    GroupSubscribedToTopic { group: String, topic: String },
+    #[error("invalid group id: {0}")]
+    InvalidGroupId(String),
     #[error("storage error: {0}")]
     Storage(#[source] StoreError),
 }

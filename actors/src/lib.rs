@@ -5,6 +5,9 @@
 pub mod broker;
 pub mod catalog;
 mod error;
+pub mod group;
+pub mod group_registry;
+pub mod offsets_journal;
 pub mod partition;
 mod producer_state;
 pub mod record_batch;

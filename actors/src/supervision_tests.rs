@@ -39,6 +39,7 @@ async fn a_panicking_partition_is_restarted_with_its_data() {
         auto_create_topics: true,
         log_defaults: LogConfig::default(),
         partition_threads: 2,
+        groups: Default::default(),
     })
     .unwrap();
     broker

@@ -20,6 +20,18 @@ pub fn code(e: &BrokerError) -> i16 {
         InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         UnknownProducerId(_) => ResponseError::UnknownProducerId,
         PartitionUnavailable { .. } => ResponseError::NotLeaderOrFollower,
+        UnknownMemberId(_) => ResponseError::UnknownMemberId,
+        IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        RebalanceInProgress(_) => ResponseError::RebalanceInProgress,
+        InconsistentGroupProtocol(_) => ResponseError::InconsistentGroupProtocol,
+        InvalidSessionTimeout { .. } => ResponseError::InvalidSessionTimeout,
+        FencedInstanceId(_) => ResponseError::FencedInstanceId,
+        MemberIdRequired(_) => ResponseError::MemberIdRequired,
+        NonEmptyGroup(_) => ResponseError::NonEmptyGroup,
+        GroupNotFound(_) => ResponseError::GroupIdNotFound,
+        GroupUnavailable(_) => ResponseError::CoordinatorNotAvailable,
+        GroupSubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
+        InvalidGroupId(_) => ResponseError::InvalidGroupId,
         Storage(_) => ResponseError::KafkaStorageError,
     };
     err.code()

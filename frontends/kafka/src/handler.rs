@@ -1,6 +1,7 @@
 //! Dispatch: one decoded request in, one response out.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind};
@@ -10,7 +11,7 @@ use spool_actors::{Broker, BrokerError, TopicInfo};
 
 use crate::fetch_session::FetchSessionCache;
 use crate::server::KafkaConfig;
-use crate::{admin, configs, fetch, list_offsets, metadata, misc, produce};
+use crate::{admin, configs, fetch, groups, list_offsets, metadata, misc, produce};
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -18,6 +19,16 @@ pub(crate) struct Ctx {
     pub broker: Broker,
     pub config: Arc<KafkaConfig>,
     pub fetch_sessions: Arc<FetchSessionCache>,
+    /// The client's address, on a connection's copy of the context.
+    pub peer: Option<SocketAddr>,
+}
+
+impl Ctx {
+    /// The client host as DescribeGroups reports it (`/ip`, as Kafka writes it).
+    pub fn peer_host(&self) -> String {
+        self.peer
+            .map_or_else(String::new, |p| format!("/{}", p.ip()))
+    }
 }
 
 /// Handles one request. `None` means no response is sent (Produce with acks=0).
@@ -65,6 +76,33 @@ pub(crate) async fn handle(
         RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(ctx, r).await),
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(ctx, r).await)
+        }
+        RequestKind::JoinGroup(r) => {
+            let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
+            ResponseKind::JoinGroup(groups::join_group(ctx, r, v, client_id).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(ctx, r, v).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(ctx, r).await),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::leave_group(ctx, r, v).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(groups::offset_commit(ctx, r, v).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(ctx, r, v).await)
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(groups::list_groups(ctx, r, v).await)
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(ctx, r, v).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(ctx, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(groups::offset_delete(ctx, r).await)
         }
         // Unreachable: the server refuses APIs outside `api_versions::SUPPORTED` before decoding.
         _ => return None,

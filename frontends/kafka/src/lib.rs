@@ -10,6 +10,7 @@ mod configs;
 mod error_codes;
 mod fetch;
 mod fetch_session;
+mod groups;
 mod handler;
 mod list_offsets;
 mod metadata;

@@ -54,6 +54,7 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: KafkaConfig) {
     let ctx = Ctx {
         broker,
         fetch_sessions: Arc::new(FetchSessionCache::new(config.max_fetch_sessions)),
+        peer: None,
         config: Arc::new(config),
     };
     let open = Arc::new(AtomicUsize::new(0));
@@ -86,7 +87,8 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: KafkaConfig) {
 /// The answer to one request: a response frame as chunks, or nothing (Produce with acks=0).
 type Pending = oneshot::Receiver<Option<Vec<Bytes>>>;
 
-async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Ctx) {
+async fn connection(stream: TcpStream, peer: SocketAddr, mut ctx: Ctx) {
+    ctx.peer = Some(peer);
     debug!(%peer, "kafka connection opened");
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Pending>(ctx.config.max_inflight_requests);
