@@ -1,6 +1,8 @@
 //! Starts the real `spool` binary for integration tests and gives rdkafka clients for it.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

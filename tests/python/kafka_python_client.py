@@ -4,11 +4,13 @@ idempotence, keyed ordering, consume by offset/time, and the admin API (error co
 Usage: python3 kafka_python_client.py HOST:PORT   (exits non-zero on the first failure)
 """
 import sys
+import threading
 import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
-from kafka.errors import TopicAlreadyExistsError, InvalidPartitionsError
+from kafka.errors import (CommitFailedError, InvalidPartitionsError, RebalanceInProgressError,
+                          TopicAlreadyExistsError)
 
 BOOTSTRAP = sys.argv[1]
 
@@ -185,6 +187,76 @@ def fetch_sessions(admin):
     print(f"fetch sessions: ok ({len(incremental)} incremental fetches)")
 
 
+def consumer_groups(admin):
+    """Two consumers share a 6-partition topic in one group (no partition held by both, no record
+    skipped); after they commit and leave, a new member resumes exactly after the commits."""
+    admin.create_topics([NewTopic("py-group", num_partitions=6, replication_factor=1)])
+    p = KafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=5)
+    for i in range(600):
+        p.send("py-group", value=str(i).encode(), partition=i % 6)
+    p.flush()
+
+    def member():
+        return KafkaConsumer("py-group", bootstrap_servers=BOOTSTRAP, group_id="py-g",
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             session_timeout_ms=10000, heartbeat_interval_ms=500)
+
+    # Each member polls on its own thread, as applications run them.
+    seen, assignments, done = [], {}, threading.Event()
+    lock = threading.Lock()
+
+    def run(name):
+        c = member()
+        while not done.is_set():
+            for _, msgs in c.poll(timeout_ms=500).items():
+                with lock:
+                    seen.extend(int(m.value) for m in msgs)
+            try:
+                c.commit()
+            except (RebalanceInProgressError, CommitFailedError):
+                pass  # the client refuses while it rejoins; the next poll completes the rebalance
+            with lock:
+                assignments[name] = set(c.assignment())
+        c.close()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+
+    def settled():
+        with lock:
+            pa, pb = assignments.get("a"), assignments.get("b")
+            return len(seen) >= 600 and pa and pb and not (pa & pb) and len(pa | pb) == 6
+
+    deadline = time.time() + 60
+    while not settled() and time.time() < deadline:
+        time.sleep(0.05)
+    ok = settled()
+    done.set()
+    for t in threads:
+        t.join()
+    assert sorted(set(seen)) == list(range(600)), f"missing: {sorted(set(range(600)) - set(seen))[:10]}"
+    assert ok, f"assignments {assignments}"
+    for i in range(600, 660):
+        p.send("py-group", value=str(i).encode(), partition=i % 6)
+    p.flush()
+    p.close()
+    c = member()
+    later = []
+    deadline = time.time() + 60
+    while len(later) < 60 and time.time() < deadline:
+        for _, msgs in c.poll(timeout_ms=200).items():
+            later.extend(int(m.value) for m in msgs)
+    c.commit()
+    c.close()
+    assert sorted(later) == list(range(600, 660)), f"resumed with {sorted(later)[:10]}"
+    groups = {g[0] if isinstance(g, tuple) else g["group_id"] for g in admin.list_groups()}
+    assert "py-g" in groups, groups
+    offsets = admin.list_group_offsets("py-g")["py-g"]
+    assert sum(o.offset for o in offsets.values()) == 660, offsets
+    print("consumer groups: ok")
+
+
 def main():
     admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     codecs()
@@ -192,6 +264,7 @@ def main():
     keyed_and_times(admin)
     admin_api(admin)
     fetch_sessions(admin)
+    consumer_groups(admin)
     admin.close()
     print("kafka-python: all ok")
 
