@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// the broker's own limits).
     #[arg(long, default_value = "librdkafka")]
     client: BenchClient,
+    /// Instead of produce and consume, measure this many offset commits (one at a time) with
+    /// the wire client, reporting commits per second and latency percentiles.
+    #[arg(long, default_value_t = 0)]
+    commits: u64,
     /// Skip the consume phase.
     #[arg(long)]
     produce_only: bool,
@@ -98,6 +102,21 @@ async fn wire(args: &BenchArgs, topic: &str, records: u64) -> anyhow::Result<()>
     Ok(())
 }
 
+async fn commits(args: &BenchArgs, topic: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let hist = bench_wire::commit_latencies(&args.bootstrap, topic, args.commits).await?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "commits: {:.0} commits/s one at a time; latency us p50 {} p99 {} p99.9 {} max {}",
+        args.commits as f64 / secs,
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        hist.value_at_quantile(0.999),
+        hist.max()
+    );
+    Ok(())
+}
+
 fn report(phase: &str, m: &bench_wire::Moved) {
     println!(
         "{phase}: {:.0} records/s, {:.1} MB/s ({:.1} s)",
@@ -134,6 +153,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         "broker default flush policy"
     };
+    if args.commits > 0 {
+        return rt.block_on(commits(&args, &topic));
+    }
     println!(
         "topic {topic}: {} partitions, {} records of {} B ({} MiB), acks={}, {durability}, client {:?}",
         args.partitions, records, args.record_size, args.total_mib, args.acks, args.client

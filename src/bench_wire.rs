@@ -278,3 +278,39 @@ impl Conn {
         }
     }
 }
+
+/// Commits one offset `commits` times, one request at a time, as a consumer committing after
+/// each record does, and returns each commit's round trip in microseconds.
+pub async fn commit_latencies(
+    bootstrap: &str,
+    topic: &str,
+    commits: u64,
+) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, OffsetCommitResponse};
+    const VERSION: i16 = 8;
+    let mut conn = Conn::connect(bootstrap).await?;
+    let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
+    for i in 0..commits {
+        // Generation -1: a commit for an empty group, as admin tools and assign()-ing
+        // consumers make; the broker's path is the same as a member's.
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("spool-bench-commits")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(i as i64)])]);
+        let start = Instant::now();
+        let id = conn.send(ApiKey::OffsetCommit, VERSION, &request).await?;
+        let mut body = conn.receive(id).await?;
+        hist.record(start.elapsed().as_micros() as u64)?;
+        let response = OffsetCommitResponse::decode(&mut body, VERSION)?;
+        let code = response.topics[0].partitions[0].error_code;
+        anyhow::ensure!(code == 0, "commit failed: error {code}");
+    }
+    Ok(hist)
+}
