@@ -210,8 +210,9 @@ fn encode_batch(record_size: usize) -> anyhow::Result<Bytes> {
     Ok(buf.freeze())
 }
 
-/// A connection with pipelined requests, answered in order.
-struct Conn {
+/// A connection with pipelined requests, answered in order: the minimal Kafka client that the
+/// wire benchmark and `spool groups` use.
+pub(crate) struct Conn {
     stream: TcpStream,
     next_id: i32,
     api: VecDeque<(i32, ApiKey, i16)>,
@@ -219,7 +220,7 @@ struct Conn {
 }
 
 impl Conn {
-    async fn connect(bootstrap: &str) -> anyhow::Result<Conn> {
+    pub(crate) async fn connect(bootstrap: &str) -> anyhow::Result<Conn> {
         let stream = TcpStream::connect(bootstrap)
             .await
             .with_context(|| format!("connecting to {bootstrap}"))?;
@@ -232,7 +233,7 @@ impl Conn {
         })
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &mut self,
         api: ApiKey,
         version: i16,
@@ -255,8 +256,20 @@ impl Conn {
         Ok(self.next_id)
     }
 
+    /// Sends one request and decodes its response.
+    pub(crate) async fn call<R: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        body: &impl Encodable,
+    ) -> anyhow::Result<R> {
+        let id = self.send(api, version, body).await?;
+        let mut bytes = self.receive(id).await?;
+        Ok(R::decode(&mut bytes, version)?)
+    }
+
     /// The body of the response to request `id`, which must be the oldest one outstanding.
-    async fn receive(&mut self, id: i32) -> anyhow::Result<Bytes> {
+    pub(crate) async fn receive(&mut self, id: i32) -> anyhow::Result<Bytes> {
         let (want, api, version) = self.api.pop_front().context("nothing outstanding")?;
         anyhow::ensure!(want == id, "responses are taken in request order");
         loop {

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_wire;
 mod config;
+mod groups_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,12 +34,15 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Measure produce and consume throughput against a Kafka-protocol broker.
     Bench(bench::BenchArgs),
+    /// List, describe (with lag) and reset the offsets of consumer groups on a running broker.
+    Groups(groups_cli::GroupsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args.with_file()?),
         Command::Bench(args) => bench::run(args),
+        Command::Groups(args) => groups_cli::run(args),
     }
 }
 
