@@ -265,7 +265,7 @@ impl Conn {
     ) -> anyhow::Result<R> {
         let id = self.send(api, version, body).await?;
         let mut bytes = self.receive(id).await?;
-        Ok(R::decode(&mut bytes, version)?)
+        R::decode(&mut bytes, version)
     }
 
     /// The body of the response to request `id`, which must be the oldest one outstanding.
