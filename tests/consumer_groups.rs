@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{client_config, producer, Spool};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use common::{client_config, create_topic, producer, Spool};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
@@ -20,18 +18,6 @@ use rdkafka::ClientContext;
 
 /// Group settings for tests: no initial delay, so a group forms as soon as its members join.
 const BROKER_ARGS: &[&str] = &["--group-initial-rebalance-delay-ms", "0"];
-
-async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create().unwrap();
-    let res = admin
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    res[0].as_ref().unwrap();
-}
 
 /// Produces `values` round-robin over `partitions` partitions, waiting for every ack.
 async fn produce(bootstrap: &str, topic: &str, partitions: i32, values: std::ops::Range<u32>) {

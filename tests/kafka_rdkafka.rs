@@ -6,7 +6,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{consume, producer, value, Spool};
+use common::{consume, create_topic, producer, value, Spool};
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
     TopicReplication,
@@ -20,17 +20,6 @@ use rdkafka::{Offset, TopicPartitionList};
 
 fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
     common::client_config(bootstrap).create().unwrap()
-}
-
-async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let res = admin(bootstrap)
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    res[0].as_ref().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -953,20 +953,24 @@ impl Handler<CommitOffsets> for GroupActor {
         if let Some(m) = self.members.get_mut(&msg.member_id) {
             m.last_heard = Instant::now();
         }
-        for (tp, c) in &msg.offsets {
-            self.offsets.insert(tp.clone(), c.clone());
-        }
         let record = self.journal.send(RecordOffsets {
             group: self.id.clone(),
             changes: msg
                 .offsets
-                .into_iter()
-                .map(|(tp, c)| (tp, Some(c)))
+                .iter()
+                .map(|(tp, c)| (tp.clone(), Some(c.clone())))
                 .collect(),
         });
-        Box::pin(record.into_actor(self).map(|res, act, _| match res {
-            Ok(r) => r,
-            Err(_) => Err(act.unavailable()),
+        // The offsets become visible only once they are in the journal, so a failed commit is
+        // never read back. The journal answers in order, so commits apply in order.
+        Box::pin(record.into_actor(self).map(move |res, act, _| {
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(act.unavailable()),
+            }
+            act.offsets.extend(msg.offsets);
+            Ok(())
         }))
     }
 }

@@ -114,6 +114,21 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
     c
 }
 
+/// Creates a topic with rdkafka's admin client and checks that it was created.
+pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        client_config(bootstrap).create().unwrap();
+    let res = admin
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    res[0].as_ref().unwrap();
+}
+
 pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
     let mut c = client_config(bootstrap);
     c.set("linger.ms", "5");

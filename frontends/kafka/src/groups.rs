@@ -31,7 +31,6 @@ use spool_actors::group::{
 use spool_actors::group_registry::{FindGroup, ForgetGroup, ListGroupCoordinators};
 use spool_actors::offsets_journal::{now_ms, CommittedOffset, TopicPartition};
 use spool_actors::BrokerError;
-use uuid::Uuid;
 
 use crate::error_codes;
 use crate::handler::{str_bytes, Ctx};
@@ -264,31 +263,18 @@ pub(crate) async fn leave_group(
     )
 }
 
-pub(crate) async fn offset_commit(
-    ctx: &Ctx,
-    req: OffsetCommitRequest,
-    version: i16,
-) -> OffsetCommitResponse {
+pub(crate) async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let snapshot = ctx.broker.catalog.snapshot();
     let now = now_ms();
     // Per partition: the resolved key and the commit, or an error code.
     let mut slots: Vec<(usize, i32, Result<Commit, i16>)> = Vec::new();
     let mut topics_out: Vec<OffsetCommitResponseTopic> = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
-        let topic = if version >= 10 {
-            snapshot.topic_by_id(t.topic_id.as_bytes())
-        } else {
-            snapshot.topic(&t.name)
-        };
-        topics_out.push(
-            OffsetCommitResponseTopic::default()
-                .with_name(t.name.clone())
-                .with_topic_id(t.topic_id),
-        );
+        let topic = snapshot.topic(&t.name);
+        topics_out.push(OffsetCommitResponseTopic::default().with_name(t.name.clone()));
         for p in &t.partitions {
             let metadata = p.committed_metadata.as_ref().map_or("", |m| m.as_str());
             let slot = match topic {
-                None if version >= 10 => Err(ResponseError::UnknownTopicId.code()),
                 None => Err(ResponseError::UnknownTopicOrPartition.code()),
                 Some(info)
                     if p.partition_index < 0
@@ -355,12 +341,12 @@ pub(crate) async fn offset_commit(
 /// One group's requested partitions for OffsetFetch: `None` for all of them.
 struct FetchWanted {
     group: String,
-    /// (name as given, id as given, partitions)
-    topics: Option<Vec<(StrBytes, Uuid, Vec<i32>)>>,
+    /// (topic, partitions)
+    topics: Option<Vec<(StrBytes, Vec<i32>)>>,
 }
 
-/// One topic's answer: name and id as asked, and per partition its committed offset.
-type TopicOffsets = (StrBytes, Uuid, Vec<(i32, Option<CommittedOffset>)>);
+/// One topic's answer: per partition its committed offset.
+type TopicOffsets = (StrBytes, Vec<(i32, Option<CommittedOffset>)>);
 
 /// One group's answer, or a group error.
 type FetchAnswer = Result<Vec<TopicOffsets>, i16>;
@@ -368,24 +354,11 @@ type FetchAnswer = Result<Vec<TopicOffsets>, i16>;
 /// A partition's validated commit.
 type Commit = (TopicPartition, CommittedOffset);
 
-async fn fetch_group(ctx: &Ctx, wanted: FetchWanted, by_id: bool) -> FetchAnswer {
-    let snapshot = ctx.broker.catalog.snapshot();
-    let name_of = |name: &StrBytes, id: &Uuid| -> Option<String> {
-        if by_id {
-            snapshot
-                .topic_by_id(id.as_bytes())
-                .map(|t| t.name.to_string())
-        } else {
-            Some(name.to_string())
-        }
-    };
+async fn fetch_group(ctx: &Ctx, wanted: FetchWanted) -> FetchAnswer {
     let partitions: Option<Vec<TopicPartition>> = wanted.topics.as_ref().map(|topics| {
         topics
             .iter()
-            .flat_map(|(name, id, parts)| {
-                let resolved = name_of(name, id).unwrap_or_default();
-                parts.iter().map(move |p| (resolved.clone(), *p))
-            })
+            .flat_map(|(name, parts)| parts.iter().map(move |p| (name.to_string(), *p)))
             .collect()
     });
     let stored = match coordinator(ctx, &wanted.group, false).await {
@@ -409,24 +382,21 @@ async fn fetch_group(ctx: &Ctx, wanted: FetchWanted, by_id: bool) -> FetchAnswer
             let mut it = stored.into_iter();
             topics
                 .into_iter()
-                .map(|(name, id, parts)| {
+                .map(|(name, parts)| {
                     let answers = parts
                         .iter()
                         .map(|p| (*p, it.next().and_then(|(_, c)| c)))
                         .collect();
-                    (name, id, answers)
+                    (name, answers)
                 })
                 .collect()
         }
         None => {
             let mut out: Vec<TopicOffsets> = Vec::new();
             for ((topic, p), c) in stored {
-                let id = snapshot
-                    .topic(&topic)
-                    .map_or(Uuid::nil(), |t| Uuid::from_bytes(t.id));
                 match out.last_mut() {
-                    Some(last) if last.0.as_str() == topic => last.2.push((p, c)),
-                    _ => out.push((str_bytes(topic), id, vec![(p, c)])),
+                    Some(last) if last.0.as_str() == topic => last.1.push((p, c)),
+                    _ => out.push((str_bytes(topic), vec![(p, c)])),
                 }
             }
             out
@@ -455,18 +425,18 @@ pub(crate) async fn offset_fetch(
             group: req.group_id.to_string(),
             topics: req.topics.map(|ts| {
                 ts.into_iter()
-                    .map(|t| (t.name.0, Uuid::nil(), t.partition_indexes))
+                    .map(|t| (t.name.0, t.partition_indexes))
                     .collect()
             }),
         };
-        return match fetch_group(ctx, wanted, false).await {
+        return match fetch_group(ctx, wanted).await {
             Err(code) => {
                 OffsetFetchResponse::default().with_error_code(if version >= 2 { code } else { 0 })
             }
             Ok(topics) => OffsetFetchResponse::default().with_topics(
                 topics
                     .into_iter()
-                    .map(|(name, _, parts)| {
+                    .map(|(name, parts)| {
                         OffsetFetchResponseTopic::default()
                             .with_name(TopicName(name))
                             .with_partitions(
@@ -493,20 +463,19 @@ pub(crate) async fn offset_fetch(
             group: g.group_id.to_string(),
             topics: g.topics.map(|ts| {
                 ts.into_iter()
-                    .map(|t| (t.name.0, t.topic_id, t.partition_indexes))
+                    .map(|t| (t.name.0, t.partition_indexes))
                     .collect()
             }),
         };
         let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-        groups.push(match fetch_group(ctx, wanted, version >= 10).await {
+        groups.push(match fetch_group(ctx, wanted).await {
             Err(code) => out.with_error_code(code),
             Ok(topics) => out.with_topics(
                 topics
                     .into_iter()
-                    .map(|(name, id, parts)| {
+                    .map(|(name, parts)| {
                         OffsetFetchResponseTopics::default()
                             .with_name(TopicName(name))
-                            .with_topic_id(id)
                             .with_partitions(
                                 parts
                                     .into_iter()

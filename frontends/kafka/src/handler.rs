@@ -87,7 +87,7 @@ pub(crate) async fn handle(
             ResponseKind::LeaveGroup(groups::leave_group(ctx, r, v).await)
         }
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(groups::offset_commit(ctx, r, v).await)
+            ResponseKind::OffsetCommit(groups::offset_commit(ctx, r).await)
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(groups::offset_fetch(ctx, r, v).await)
