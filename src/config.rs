@@ -83,6 +83,14 @@ pub struct ServeArgs {
     /// [default: 10080].
     #[arg(long, env = "SPOOL_OFFSETS_RETENTION_MINUTES")]
     pub offsets_retention_minutes: Option<u64>,
+    /// `group.consumer.session.timeout.ms`: how long a consumer-protocol (KIP-848) member may go
+    /// without heartbeating [default: 45000].
+    #[arg(long, env = "SPOOL_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
+    pub group_consumer_session_timeout_ms: Option<u64>,
+    /// `group.consumer.heartbeat.interval.ms`: how often consumer-protocol members heartbeat
+    /// [default: 5000].
+    #[arg(long, env = "SPOOL_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
+    pub group_consumer_heartbeat_interval_ms: Option<u64>,
     /// Threads partition actors run on, 0 for one per core [default: 0].
     #[arg(long, env = "SPOOL_PARTITION_THREADS")]
     pub partition_threads: Option<usize>,
@@ -126,6 +134,8 @@ impl ServeArgs {
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
             offsets_retention_minutes,
+            group_consumer_session_timeout_ms,
+            group_consumer_heartbeat_interval_ms,
             partition_threads
         );
         Ok(*self)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use spool_actors::consumer_group::ConsumerProtocolTimers;
 use spool_actors::group::GroupConfig;
 use spool_actors::partition::CloseLog;
 use spool_actors::{Broker, BrokerConfig};
@@ -196,5 +197,13 @@ fn group_config(args: &ServeArgs) -> GroupConfig {
         offsets_retention: args
             .offsets_retention_minutes
             .map_or(d.offsets_retention, |m| Duration::from_secs(m * 60)),
+        consumer: ConsumerProtocolTimers {
+            session_timeout: args
+                .group_consumer_session_timeout_ms
+                .map_or(d.consumer.session_timeout, Duration::from_millis),
+            heartbeat_interval: args
+                .group_consumer_heartbeat_interval_ms
+                .map_or(d.consumer.heartbeat_interval, Duration::from_millis),
+        },
     }
 }

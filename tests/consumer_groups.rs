@@ -16,8 +16,14 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::ClientContext;
 
-/// Group settings for tests: no initial delay, so a group forms as soon as its members join.
-const BROKER_ARGS: &[&str] = &["--group-initial-rebalance-delay-ms", "0"];
+/// Group settings for tests: no initial delay, so a group forms as soon as its members join;
+/// consumer-protocol members heartbeat (and so reconcile) every 500 ms.
+const BROKER_ARGS: &[&str] = &[
+    "--group-initial-rebalance-delay-ms",
+    "0",
+    "--group-consumer-heartbeat-interval-ms",
+    "500",
+];
 
 /// Produces `values` round-robin over `partitions` partitions, waiting for every ack.
 async fn produce(bootstrap: &str, topic: &str, partitions: i32, values: std::ops::Range<u32>) {
@@ -74,9 +80,13 @@ impl Member {
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500");
+            .set("auto.offset.reset", "earliest");
+        // With the consumer protocol (KIP-848) the broker sets the session and heartbeat timers.
+        if !extra.contains(&("group.protocol", "consumer")) {
+            config
+                .set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "500");
+        }
         for (k, v) in extra {
             config.set(*k, *v);
         }
@@ -335,4 +345,74 @@ async fn a_static_member_rejoins_without_a_rebalance() {
         "the leader saw a rebalance"
     );
     check_delivery(&[leader.stop(), other.stop()], 400);
+}
+
+/// The consumer protocol (KIP-848) with the broker's default (uniform) assignor.
+const CONSUMER_PROTOCOL: &[(&str, &str)] = &[("group.protocol", "consumer")];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_protocol_members_share_and_rebalance_on_join_and_leave() {
+    let spool = Spool::start_with(BROKER_ARGS);
+    let b = spool.bootstrap();
+    create_topic(&b, "kip848", 6).await;
+    produce(&b, "kip848", 6, 0..600).await;
+
+    let a = Member::start(&b, "g-kip848", "kip848", CONSUMER_PROTOCOL);
+    wait_for(
+        "the first member holding all six partitions",
+        &spool,
+        || a.assignment().len() == 6,
+    );
+    let bm = Member::start(&b, "g-kip848", "kip848", CONSUMER_PROTOCOL);
+    wait_for("two members sharing six partitions", &spool, || {
+        shared_fairly(&[&a, &bm], 6)
+    });
+    wait_for("the first 600 records", &spool, || {
+        seen_values(&[&a, &bm]) >= 600
+    });
+    let c = Member::start(&b, "g-kip848", "kip848", CONSUMER_PROTOCOL);
+    wait_for("three members sharing six partitions", &spool, || {
+        shared_fairly(&[&a, &bm, &c], 6)
+    });
+    produce(&b, "kip848", 6, 600..1200).await;
+    wait_for("records up to 1200", &spool, || {
+        seen_values(&[&a, &bm, &c]) >= 1200
+    });
+    let c_seen = c.stop();
+    wait_for("two members sharing six partitions again", &spool, || {
+        shared_fairly(&[&a, &bm], 6)
+    });
+    produce(&b, "kip848", 6, 1200..1800).await;
+    let by_c = c_seen.records.len();
+    wait_for("records up to 1800", &spool, || {
+        seen_values(&[&a, &bm]) + by_c >= 1800
+    });
+    let seen = vec![a.stop(), bm.stop(), c_seen];
+    check_delivery(&seen, 1800);
+    assert!(
+        !seen[2].records.is_empty(),
+        "the third member consumed nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_protocol_range_assignor_gives_contiguous_ranges() {
+    let spool = Spool::start_with(BROKER_ARGS);
+    let b = spool.bootstrap();
+    create_topic(&b, "ranged", 6).await;
+    let range = [
+        ("group.protocol", "consumer"),
+        ("group.remote.assignor", "range"),
+    ];
+    let a = Member::start(&b, "g-range", "ranged", &range);
+    let bm = Member::start(&b, "g-range", "ranged", &range);
+    wait_for("two members sharing six partitions", &spool, || {
+        shared_fairly(&[&a, &bm], 6)
+    });
+    let mut got = [a.assignment(), bm.assignment()];
+    got.sort();
+    assert_eq!(got, [BTreeSet::from([0, 1, 2]), BTreeSet::from([3, 4, 5])]);
+    produce(&b, "ranged", 6, 0..300).await;
+    wait_for("all 300 records", &spool, || seen_values(&[&a, &bm]) >= 300);
+    check_delivery(&[a.stop(), bm.stop()], 300);
 }

@@ -76,6 +76,7 @@ impl Broker {
         let groups = GroupRegistry::new(
             Arc::new(config.groups.clone()),
             journal.start(),
+            catalog.clone(),
             arbiters.clone(),
             known_groups,
         );

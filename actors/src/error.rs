@@ -63,6 +63,24 @@ pub enum BrokerError {
     GroupSubscribedToTopic { group: String, topic: String },
     #[error("invalid group id: {0}")]
     InvalidGroupId(String),
+    #[error("member epoch {got} is fenced: the member's epoch is {current}; it must rejoin")]
+    FencedMemberEpoch { got: i32, current: i32 },
+    #[error("member epoch {got} is stale: the member's epoch is {current}")]
+    StaleMemberEpoch { got: i32, current: i32 },
+    #[error("group instance '{0}' is still used by a member that has not left")]
+    UnreleasedInstanceId(String),
+    #[error("unsupported server assignor '{0}': this broker offers uniform and range")]
+    UnsupportedAssignor(String),
+    #[error("invalid regular expression '{pattern}': {reason}")]
+    InvalidRegularExpression { pattern: String, reason: String },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("group '{group}' is a {actual} group, not a {wanted} group")]
+    GroupTypeMismatch {
+        group: String,
+        actual: &'static str,
+        wanted: &'static str,
+    },
     #[error("storage error: {0}")]
     Storage(#[source] StoreError),
 }

@@ -7,6 +7,10 @@
 //! their session timeout; a rebalance waits for every member to rejoin, at most the longest
 //! rebalance timeout (the consumers' `max.poll.interval.ms`), and members that did not rejoin are
 //! removed. Static members (`group.instance.id`) keep their assignment across restarts.
+//!
+//! A group is either classic or, once a member heartbeats with the consumer protocol of
+//! KIP-848, a consumer group; that protocol's state machine is [`ConsumerGroup`] and its
+//! handlers are in `group_consumer.rs`. The offsets are the same for both.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,6 +22,8 @@ use indexmap::IndexMap;
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
+use crate::catalog::Catalog;
+use crate::consumer_group::{ConsumerGroup, ConsumerProtocolTimers};
 use crate::offsets_journal::{
     now_ms, CommittedOffset, LoadGroupOffsets, OffsetsJournal, RecordOffsets, TopicPartition,
 };
@@ -34,6 +40,9 @@ pub struct GroupConfig {
     pub max_session_timeout_ms: i32,
     /// `offsets.retention.minutes`: offsets of a group empty for this long are deleted.
     pub offsets_retention: Duration,
+    /// `group.consumer.session.timeout.ms` and `group.consumer.heartbeat.interval.ms`: the
+    /// consumer protocol's timers, which the broker (not the client) sets.
+    pub consumer: ConsumerProtocolTimers,
 }
 
 impl Default for GroupConfig {
@@ -43,6 +52,10 @@ impl Default for GroupConfig {
             min_session_timeout_ms: 6_000,
             max_session_timeout_ms: 1_800_000,
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
+            consumer: ConsumerProtocolTimers {
+                session_timeout: Duration::from_secs(45),
+                heartbeat_interval: Duration::from_secs(5),
+            },
         }
     }
 }
@@ -128,12 +141,33 @@ impl Member {
     }
 }
 
+/// Which protocol a group's members speak (Kafka's group type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupType {
+    Classic,
+    Consumer,
+}
+
+impl GroupType {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupType::Classic => "classic",
+            GroupType::Consumer => "consumer",
+        }
+    }
+}
+
 /// The coordinator of one group.
 pub struct GroupActor {
-    id: String,
-    config: Arc<GroupConfig>,
+    pub(crate) id: String,
+    pub(crate) config: Arc<GroupConfig>,
     journal: Addr<OffsetsJournal>,
-    phase: GroupPhase,
+    pub(crate) catalog: Catalog,
+    /// The protocol of the group's members; an empty group keeps the last one.
+    pub(crate) group_type: GroupType,
+    /// The consumer protocol's state (empty for a classic group).
+    pub(crate) consumer: ConsumerGroup,
+    pub(crate) phase: GroupPhase,
     generation: i32,
     protocol_type: Option<String>,
     protocol: Option<String>,
@@ -151,7 +185,7 @@ pub struct GroupActor {
     initial_join: bool,
     offsets: HashMap<TopicPartition, CommittedOffset>,
     /// When the group last became empty (for offset expiry).
-    empty_since: Instant,
+    pub(crate) empty_since: Instant,
 }
 
 /// How often timers are checked.
@@ -161,11 +195,19 @@ const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
 impl GroupActor {
     /// A coordinator for `id`; it loads the group's committed offsets as it starts.
-    pub fn new(id: String, config: Arc<GroupConfig>, journal: Addr<OffsetsJournal>) -> Self {
+    pub fn new(
+        id: String,
+        config: Arc<GroupConfig>,
+        journal: Addr<OffsetsJournal>,
+        catalog: Catalog,
+    ) -> Self {
         GroupActor {
             id,
             config,
             journal,
+            catalog,
+            group_type: GroupType::Classic,
+            consumer: ConsumerGroup::default(),
             phase: GroupPhase::Empty,
             generation: 0,
             protocol_type: None,
@@ -181,8 +223,21 @@ impl GroupActor {
         }
     }
 
-    fn unavailable(&self) -> BrokerError {
+    pub(crate) fn unavailable(&self) -> BrokerError {
         BrokerError::GroupUnavailable(self.id.clone())
+    }
+
+    /// True when no member of either protocol is in the group.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.phase == GroupPhase::Empty && self.consumer.is_empty()
+    }
+
+    /// The group's state as ListGroups names it.
+    fn state_name(&self) -> &'static str {
+        match self.group_type {
+            GroupType::Consumer if self.phase != GroupPhase::Dead => self.consumer.state().name(),
+            _ => self.phase.name(),
+        }
     }
 
     /// Starts (or restarts) the join phase.
@@ -398,6 +453,12 @@ impl GroupActor {
 
     fn tick(&mut self, _: &mut Context<Self>) {
         let now = Instant::now();
+        if !self.consumer.is_empty()
+            && self.consumer.expire(&self.id, now, self.config.consumer) > 0
+            && self.consumer.is_empty()
+        {
+            self.empty_since = Instant::now();
+        }
         self.pending
             .retain(|_, (since, session)| now.duration_since(*since) < *session);
         let expired: Vec<String> = self
@@ -436,7 +497,7 @@ impl GroupActor {
     }
 
     fn expire_offsets(&mut self, _: &mut Context<Self>) {
-        if self.phase != GroupPhase::Empty || self.offsets.is_empty() {
+        if !self.is_empty() || self.offsets.is_empty() {
             return;
         }
         let retention = self.config.offsets_retention;
@@ -515,6 +576,7 @@ impl GroupActor {
             let _ = reply.send(Err(e));
             return;
         }
+        self.group_type = GroupType::Classic;
         let instance = msg.instance_id.clone();
         let member_id = if msg.member_id.is_empty() {
             let fresh = format!("{}-{}", msg.client_id, uuid::Uuid::new_v4());
@@ -574,6 +636,12 @@ impl GroupActor {
     fn check_join(&self, msg: &JoinGroup) -> Result<(), BrokerError> {
         if self.phase == GroupPhase::Dead {
             return Err(self.unavailable());
+        }
+        if !self.consumer.is_empty() {
+            return Err(BrokerError::InconsistentGroupProtocol(format!(
+                "group {} has members using the consumer protocol (group.protocol=consumer)",
+                self.id
+            )));
         }
         let (min, max) = (
             self.config.min_session_timeout_ms,
@@ -938,6 +1006,9 @@ impl Handler<CommitOffsets> for GroupActor {
             if self.phase == GroupPhase::Dead {
                 return Err(self.unavailable());
             }
+            if !self.consumer.is_empty() {
+                return self.consumer.check_commit(&msg.member_id, msg.generation);
+            }
             if msg.generation < 0 && self.phase == GroupPhase::Empty {
                 return Ok(());
             }
@@ -1022,7 +1093,11 @@ pub struct MemberDescription {
 #[derive(Debug, Clone)]
 pub struct GroupDescription {
     pub group_id: String,
+    pub group_type: GroupType,
+    /// The classic protocol's phase (Empty for a consumer group).
     pub phase: GroupPhase,
+    /// The state as ListGroups names it, for either type.
+    pub state: &'static str,
     pub generation: i32,
     pub protocol_type: String,
     pub protocol: String,
@@ -1048,9 +1123,14 @@ impl Handler<DescribeGroup> for GroupActor {
         offsets.sort_by(|a, b| a.0.cmp(&b.0));
         MessageResult(GroupDescription {
             group_id: self.id.clone(),
+            group_type: self.group_type,
             phase: self.phase,
+            state: self.state_name(),
             generation: self.generation,
-            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            protocol_type: match self.group_type {
+                GroupType::Consumer => "consumer".to_string(),
+                GroupType::Classic => self.protocol_type.clone().unwrap_or_default(),
+            },
             members: self
                 .members
                 .iter()
@@ -1087,7 +1167,7 @@ impl Handler<DeleteGroup> for GroupActor {
                 self.id.clone(),
             ))));
         }
-        if self.phase != GroupPhase::Empty {
+        if !self.is_empty() {
             return Box::pin(actix::fut::ready(Err(BrokerError::NonEmptyGroup(
                 self.id.clone(),
             ))));
@@ -1134,8 +1214,10 @@ impl Handler<DeleteOffsets> for GroupActor {
         }
         let mut out = Vec::new();
         let mut changes = Vec::new();
+        let mut subscribed = msg.subscribed;
+        subscribed.extend(self.consumer.subscribed_topics());
         for tp in msg.partitions {
-            if self.phase != GroupPhase::Empty && msg.subscribed.contains(&tp.0) {
+            if !self.is_empty() && subscribed.contains(&tp.0) {
                 out.push((
                     tp.clone(),
                     Err(BrokerError::GroupSubscribedToTopic {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tracing::{info, warn};
 
+use crate::catalog::Catalog;
 use crate::group::{GroupActor, GroupConfig};
 use crate::offsets_journal::OffsetsJournal;
 use crate::BrokerError;
@@ -21,6 +22,7 @@ pub const MAX_GROUP_ID_LEN: usize = 1024;
 pub struct GroupRegistry {
     config: Arc<GroupConfig>,
     journal: Addr<OffsetsJournal>,
+    catalog: Catalog,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     groups: HashMap<String, Addr<GroupActor>>,
@@ -32,12 +34,14 @@ impl GroupRegistry {
     pub fn new(
         config: Arc<GroupConfig>,
         journal: Addr<OffsetsJournal>,
+        catalog: Catalog,
         arbiters: Vec<ArbiterHandle>,
         known: Vec<String>,
     ) -> Self {
         let mut registry = GroupRegistry {
             config,
             journal,
+            catalog,
             arbiters,
             next_arbiter: 0,
             groups: HashMap::new(),
@@ -50,7 +54,12 @@ impl GroupRegistry {
     }
 
     fn start_group(&mut self, group: String) -> Addr<GroupActor> {
-        let actor = GroupActor::new(group.clone(), self.config.clone(), self.journal.clone());
+        let actor = GroupActor::new(
+            group.clone(),
+            self.config.clone(),
+            self.journal.clone(),
+            self.catalog.clone(),
+        );
         let addr = match self
             .arbiters
             .get(self.next_arbiter % self.arbiters.len().max(1))

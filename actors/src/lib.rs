@@ -2,10 +2,13 @@
 //! one place cluster metadata is produced. Front ends talk to the core only through the
 //! messages defined here and the read-only [`Catalog`].
 
+pub mod assignor;
 pub mod broker;
 pub mod catalog;
+pub mod consumer_group;
 mod error;
 pub mod group;
+pub mod group_consumer;
 pub mod group_registry;
 pub mod offsets_journal;
 pub mod partition;

@@ -32,6 +32,14 @@ pub fn code(e: &BrokerError) -> i16 {
         GroupUnavailable(_) => ResponseError::CoordinatorNotAvailable,
         GroupSubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
         InvalidGroupId(_) => ResponseError::InvalidGroupId,
+        FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch,
+        StaleMemberEpoch { .. } => ResponseError::StaleMemberEpoch,
+        UnreleasedInstanceId(_) => ResponseError::UnreleasedInstanceId,
+        UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
+        InvalidRegularExpression { .. } => ResponseError::InvalidRegularExpression,
+        InvalidRequest(_) => ResponseError::InvalidRequest,
+        // Kafka answers a group of the other type as if it did not exist.
+        GroupTypeMismatch { .. } => ResponseError::GroupIdNotFound,
         Storage(_) => ResponseError::KafkaStorageError,
     };
     err.code()

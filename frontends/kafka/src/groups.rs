@@ -26,7 +26,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
 use spool_actors::group::{
     CommitOffsets, DeleteGroup, DeleteOffsets, DescribeGroup, FetchOffsets, GroupActor,
-    GroupDescription, GroupPhase, Heartbeat, JoinGroup, LeaveGroup, SyncGroup,
+    GroupDescription, GroupPhase, GroupType, Heartbeat, JoinGroup, LeaveGroup, SyncGroup,
 };
 use spool_actors::group_registry::{FindGroup, ForgetGroup, ListGroupCoordinators};
 use spool_actors::offsets_journal::{now_ms, CommittedOffset, TopicPartition};
@@ -39,7 +39,11 @@ use crate::handler::{str_bytes, Ctx};
 const MAX_METADATA_BYTES: usize = 4096;
 
 /// The group's coordinator, or the error code to answer with.
-async fn coordinator(ctx: &Ctx, group: &str, create: bool) -> Result<Addr<GroupActor>, i16> {
+pub(crate) async fn coordinator(
+    ctx: &Ctx,
+    group: &str,
+    create: bool,
+) -> Result<Addr<GroupActor>, i16> {
     match ctx
         .broker
         .groups
@@ -523,19 +527,19 @@ pub(crate) async fn list_groups(
     let groups = describe_all(ctx)
         .await
         .into_iter()
-        .filter(|d| states.is_empty() || states.contains(&d.phase.name().to_lowercase()))
-        .filter(|_| types.is_empty() || types.contains("classic"))
+        .filter(|d| states.is_empty() || states.contains(&d.state.to_lowercase()))
+        .filter(|d| types.is_empty() || types.contains(d.group_type.name()))
         .map(|d| {
             let g = ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(d.group_id)))
                 .with_protocol_type(str_bytes(d.protocol_type));
             let g = if version >= 4 {
-                g.with_group_state(str_bytes(d.phase.name()))
+                g.with_group_state(str_bytes(d.state))
             } else {
                 g
             };
             if version >= 5 {
-                g.with_group_type(str_bytes("classic"))
+                g.with_group_type(str_bytes(d.group_type.name()))
             } else {
                 g
             }
@@ -557,6 +561,14 @@ pub(crate) async fn describe_groups(
             Err(c) => Err(c),
         };
         out.push(match described {
+            // Kafka describes only classic groups here; consumer groups have their own API.
+            Ok(d) if d.group_type == GroupType::Consumer => base
+                .with_group_state(str_bytes("Dead"))
+                .with_error_code(ResponseError::GroupIdNotFound.code())
+                .with_error_message(
+                    (version >= 6)
+                        .then(|| str_bytes(format!("group {} is not a classic group", g.as_str()))),
+                ),
             Ok(d) => base
                 .with_group_state(str_bytes(d.phase.name()))
                 .with_protocol_type(str_bytes(d.protocol_type))

@@ -11,7 +11,9 @@ use spool_actors::{Broker, BrokerError, TopicInfo};
 
 use crate::fetch_session::FetchSessionCache;
 use crate::server::KafkaConfig;
-use crate::{admin, configs, fetch, groups, list_offsets, metadata, misc, produce};
+use crate::{
+    admin, configs, consumer_groups, fetch, groups, list_offsets, metadata, misc, produce,
+};
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -100,6 +102,15 @@ pub(crate) async fn handle(
         }
         RequestKind::DeleteGroups(r) => {
             ResponseKind::DeleteGroups(groups::delete_groups(ctx, r).await)
+        }
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
+            ResponseKind::ConsumerGroupHeartbeat(
+                consumer_groups::heartbeat(ctx, r, v, client_id).await,
+            )
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ResponseKind::ConsumerGroupDescribe(consumer_groups::describe(ctx, r, v).await)
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(groups::offset_delete(ctx, r).await)

@@ -7,6 +7,7 @@ mod api_versions;
 mod chunked_buf;
 mod codec;
 mod configs;
+mod consumer_groups;
 mod error_codes;
 mod fetch;
 mod fetch_session;
