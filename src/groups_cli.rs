@@ -11,6 +11,7 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use crate::bench_wire::Conn;
 
@@ -112,6 +113,21 @@ async fn state(conn: &mut Conn, group: &str) -> anyhow::Result<(String, usize)> 
         )
         .await?;
     let g = r.groups.first().context("no answer for the group")?;
+    if g.error_code == ResponseError::GroupIdNotFound.code() {
+        // Not a classic group: it may be a consumer-protocol (KIP-848) one.
+        let r: ConsumerGroupDescribeResponse = conn
+            .call(
+                ApiKey::ConsumerGroupDescribe,
+                0,
+                &ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))]),
+            )
+            .await?;
+        let g = r.groups.first().context("no answer for the group")?;
+        if g.error_code != 0 {
+            bail!("describing {group} failed: error {}", g.error_code);
+        }
+        return Ok((g.group_state.to_string(), g.members.len()));
+    }
     if g.error_code != 0 {
         bail!("describing {group} failed: error {}", g.error_code);
     }

@@ -160,9 +160,8 @@ impl ConsumerGroup {
         self.members.is_empty()
     }
 
-    /// Whether any member (ever) used this protocol since the group was last empty of both.
-    pub fn has_member(&self, member_id: &str) -> bool {
-        self.members.contains_key(member_id)
+    pub fn member_count(&self) -> usize {
+        self.members.len()
     }
 
     pub fn group_epoch(&self) -> i32 {

@@ -1098,6 +1098,8 @@ pub struct GroupDescription {
     pub phase: GroupPhase,
     /// The state as ListGroups names it, for either type.
     pub state: &'static str,
+    /// Members of either protocol (`members` lists the classic ones).
+    pub member_count: usize,
     pub generation: i32,
     pub protocol_type: String,
     pub protocol: String,
@@ -1126,6 +1128,7 @@ impl Handler<DescribeGroup> for GroupActor {
             group_type: self.group_type,
             phase: self.phase,
             state: self.state_name(),
+            member_count: self.members.len() + self.consumer.member_count(),
             generation: self.generation,
             protocol_type: match self.group_type {
                 GroupType::Consumer => "consumer".to_string(),

@@ -9,6 +9,7 @@ pub mod consumer_group;
 mod error;
 pub mod group;
 pub mod group_consumer;
+pub mod group_lag;
 pub mod group_registry;
 pub mod offsets_journal;
 pub mod partition;

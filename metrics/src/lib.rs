@@ -1,1 +1,23 @@
+//! Spool's Prometheus metrics: the only crate that touches the prometheus library. Other crates
+//! hand it plain samples; it names, labels and encodes them.
 
+mod consumer_groups;
+
+pub use consumer_groups::{register_group_metrics, GroupSample, PartitionSample};
+
+/// Why metrics could not be registered or encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("prometheus: {0}")]
+    Prometheus(#[from] prometheus::Error),
+    #[error("metrics text is not UTF-8: {0}")]
+    Utf8(#[from] std::string::FromUtf8Error),
+}
+
+/// `registry`'s metrics in the Prometheus text format.
+pub fn encode(registry: &prometheus::Registry) -> Result<String, MetricsError> {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf)?;
+    Ok(String::from_utf8(buf)?)
+}
