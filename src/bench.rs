@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::bench_wire;
+use crate::{bench_rebalance, bench_wire};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// Skip the consume phase.
     #[arg(long)]
     produce_only: bool,
+    /// Instead of produce and consume, measure how long a group of this many consumers takes
+    /// to rebalance when one more joins, for each group protocol (see `--partitions`).
+    #[arg(long, default_value_t = 0)]
+    rebalance: usize,
 }
 
 struct Counting {
@@ -155,6 +159,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     if args.commits > 0 {
         return rt.block_on(commits(&args, &topic));
+    }
+    if args.rebalance > 0 {
+        return bench_rebalance::run(&args.bootstrap, &topic, args.partitions, args.rebalance);
     }
     println!(
         "topic {topic}: {} partitions, {} records of {} B ({} MiB), acks={}, {durability}, client {:?}",
