@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// [default: 10080].
     #[arg(long, env = "SPOOL_OFFSETS_RETENTION_MINUTES")]
     pub offsets_retention_minutes: Option<u64>,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for
+    /// [default: 600000].
+    #[arg(long, env = "SPOOL_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
+    pub offsets_retention_check_interval_ms: Option<u64>,
     /// `group.consumer.session.timeout.ms`: how long a consumer-protocol (KIP-848) member may go
     /// without heartbeating [default: 45000].
     #[arg(long, env = "SPOOL_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
@@ -134,6 +138,7 @@ impl ServeArgs {
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
             offsets_retention_minutes,
+            offsets_retention_check_interval_ms,
             group_consumer_session_timeout_ms,
             group_consumer_heartbeat_interval_ms,
             partition_threads

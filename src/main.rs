@@ -198,6 +198,9 @@ fn group_config(args: &ServeArgs) -> GroupConfig {
         offsets_retention: args
             .offsets_retention_minutes
             .map_or(d.offsets_retention, |m| Duration::from_secs(m * 60)),
+        offsets_retention_check_interval: args
+            .offsets_retention_check_interval_ms
+            .map_or(d.offsets_retention_check_interval, Duration::from_millis),
         consumer: ConsumerProtocolTimers {
             session_timeout: args
                 .group_consumer_session_timeout_ms

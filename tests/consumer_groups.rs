@@ -70,6 +70,8 @@ struct Seen {
 struct Member {
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
+    /// While set, the member does not poll: an application stuck processing a record.
+    stall: Arc<AtomicBool>,
     counts: Arc<Counting>,
     thread: Option<JoinHandle<()>>,
 }
@@ -97,9 +99,14 @@ impl Member {
         consumer.subscribe(&[topic]).unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let stall = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2, stall2) = (seen.clone(), stop.clone(), stall.clone());
         let thread = std::thread::spawn(move || {
             while !stop2.load(Ordering::SeqCst) {
+                if stall2.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
                 let msg = consumer.poll(Duration::from_millis(100));
                 if let Some(Ok(m)) = &msg {
                     let value: u32 = std::str::from_utf8(m.payload().unwrap())
@@ -124,6 +131,7 @@ impl Member {
         Member {
             seen,
             stop,
+            stall,
             counts,
             thread: Some(thread),
         }
@@ -415,4 +423,33 @@ async fn consumer_protocol_range_assignor_gives_contiguous_ranges() {
     produce(&b, "ranged", 6, 0..300).await;
     wait_for("all 300 records", &spool, || seen_values(&[&a, &bm]) >= 300);
     check_delivery(&[a.stop(), bm.stop()], 300);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_that_stops_polling_past_max_poll_interval_loses_its_partitions() {
+    let spool = Spool::start_with(BROKER_ARGS);
+    let b = spool.bootstrap();
+    create_topic(&b, "slow", 4).await;
+    let poll = [("max.poll.interval.ms", "6000")];
+    let slow = Member::start(&b, "g-slow", "slow", &poll);
+    let fast = Member::start(&b, "g-slow", "slow", &poll);
+    wait_for("two members sharing", &spool, || {
+        shared_fairly(&[&slow, &fast], 4)
+    });
+    // The slow member stops polling (its heartbeats go on in librdkafka's thread). After
+    // max.poll.interval.ms the client leaves the group and the other member takes over.
+    slow.stall.store(true, Ordering::SeqCst);
+    wait_for("the polling member to hold every partition", &spool, || {
+        fast.assignment().len() == 4
+    });
+    produce(&b, "slow", 4, 0..200).await;
+    wait_for("all 200 records by the polling member", &spool, || {
+        seen_values(&[&fast]) >= 200
+    });
+    // Polling again, the slow member rejoins and the partitions are shared again.
+    slow.stall.store(false, Ordering::SeqCst);
+    wait_for("two members sharing again", &spool, || {
+        shared_fairly(&[&slow, &fast], 4)
+    });
+    check_delivery(&[slow.stop(), fast.stop()], 200);
 }

@@ -40,6 +40,8 @@ pub struct GroupConfig {
     pub max_session_timeout_ms: i32,
     /// `offsets.retention.minutes`: offsets of a group empty for this long are deleted.
     pub offsets_retention: Duration,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_interval: Duration,
     /// `group.consumer.session.timeout.ms` and `group.consumer.heartbeat.interval.ms`: the
     /// consumer protocol's timers, which the broker (not the client) sets.
     pub consumer: ConsumerProtocolTimers,
@@ -52,6 +54,7 @@ impl Default for GroupConfig {
             min_session_timeout_ms: 6_000,
             max_session_timeout_ms: 1_800_000,
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
+            offsets_retention_check_interval: Duration::from_secs(600),
             consumer: ConsumerProtocolTimers {
                 session_timeout: Duration::from_secs(45),
                 heartbeat_interval: Duration::from_secs(5),
@@ -190,8 +193,6 @@ pub struct GroupActor {
 
 /// How often timers are checked.
 const TICK: Duration = Duration::from_millis(100);
-/// How often offset expiry is checked.
-const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
 impl GroupActor {
     /// A coordinator for `id`; it loads the group's committed offsets as it starts.
@@ -539,7 +540,9 @@ impl Actor for GroupActor {
             }
         }));
         ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
-        ctx.run_interval(EXPIRY_EVERY, |act, ctx| act.expire_offsets(ctx));
+        ctx.run_interval(self.config.offsets_retention_check_interval, |act, ctx| {
+            act.expire_offsets(ctx)
+        });
     }
 }
 

@@ -22,4 +22,6 @@ pub use catalog::{Catalog, CatalogSnapshot, NodeInfo, PartitionInfo, TopicInfo};
 pub use error::BrokerError;
 
 #[cfg(test)]
+mod group_tests;
+#[cfg(test)]
 mod supervision_tests;
