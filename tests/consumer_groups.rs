@@ -453,3 +453,26 @@ async fn a_member_that_stops_polling_past_max_poll_interval_loses_its_partitions
     });
     check_delivery(&[slow.stop(), fast.stop()], 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_protocol_regex_subscription_reads_every_matching_topic() {
+    let spool = Spool::start_with(BROKER_ARGS);
+    let b = spool.bootstrap();
+    create_topic(&b, "re-a", 2).await;
+    create_topic(&b, "re-b", 2).await;
+    create_topic(&b, "other", 1).await;
+    produce(&b, "re-a", 2, 0..100).await;
+    produce(&b, "re-b", 2, 100..200).await;
+    produce(&b, "other", 1, 1000..1010).await;
+    // librdkafka sends a pattern subscription to the broker as SubscribedTopicRegex.
+    let m = Member::start(&b, "g-regex", "^re-.*", CONSUMER_PROTOCOL);
+    wait_for("both matching topics' 200 records", &spool, || {
+        seen_values(&[&m]) >= 200
+    });
+    let seen = m.stop();
+    assert!(
+        seen.records.iter().all(|r| r.2 < 200),
+        "read a topic the pattern does not match"
+    );
+    check_delivery(&[seen], 200);
+}
