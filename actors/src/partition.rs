@@ -415,6 +415,44 @@ impl Handler<AppendBatches> for PartitionActor {
     }
 }
 
+/// An append queued with [`queue_append`]: its result goes to `reply`.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct QueuedAppend {
+    batches: Vec<ValidatedBatch>,
+    reply: oneshot::Sender<Result<AppendResult, BrokerError>>,
+}
+
+impl Handler<QueuedAppend> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: QueuedAppend, ctx: &mut Context<Self>) {
+        let answer = <Self as Handler<AppendBatches>>::handle(
+            self,
+            AppendBatches {
+                batches: msg.batches,
+            },
+            ctx,
+        );
+        actix::spawn(async move {
+            let _ = msg.reply.send(answer.await);
+        });
+    }
+}
+
+/// Queues an append on the partition now, even when its mailbox is full, so appends queued one
+/// after another are applied in that order (`Addr::send` waits for room, and a later append
+/// could take it first). The future resolves with the append's result.
+pub fn queue_append(
+    addr: &Addr<PartitionActor>,
+    batches: Vec<ValidatedBatch>,
+) -> impl std::future::Future<Output = Option<Result<AppendResult, BrokerError>>> {
+    let (reply, rx) = oneshot::channel();
+    addr.do_send(QueuedAppend { batches, reply });
+    // `None`: the actor stopped before answering.
+    async move { rx.await.ok() }
+}
+
 impl Handler<ReadRecords> for PartitionActor {
     type Result = Result<ReadResult, BrokerError>;
 

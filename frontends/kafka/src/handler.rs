@@ -11,6 +11,7 @@ use spool_actors::{Broker, BrokerError, TopicInfo};
 
 use crate::fetch_session::FetchSessionCache;
 use crate::server::KafkaConfig;
+use crate::turns::{Turn, Turns};
 use crate::{
     admin, configs, consumer_groups, fetch, groups, list_offsets, metadata, misc, produce,
 };
@@ -23,6 +24,8 @@ pub(crate) struct Ctx {
     pub fetch_sessions: Arc<FetchSessionCache>,
     /// The client's address, on a connection's copy of the context.
     pub peer: Option<SocketAddr>,
+    /// The connection's order for requests whose effects must not overtake each other.
+    pub turns: Turns,
 }
 
 impl Ctx {
@@ -38,13 +41,16 @@ pub(crate) async fn handle(
     ctx: &Ctx,
     header: &RequestHeader,
     req: RequestKind,
+    turn: Option<Turn>,
 ) -> Option<ResponseKind> {
     let v = header.request_api_version;
     Some(match req {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(misc::api_versions()),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(ctx, r, v).await),
         RequestKind::Produce(r) => {
-            return produce::handle(ctx, r, v).await.map(ResponseKind::Produce)
+            return produce::handle(ctx, r, v, turn)
+                .await
+                .map(ResponseKind::Produce)
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, r, v).await),
         RequestKind::ListOffsets(r) => {
@@ -89,7 +95,13 @@ pub(crate) async fn handle(
             ResponseKind::LeaveGroup(groups::leave_group(ctx, r, v).await)
         }
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(groups::offset_commit(ctx, r).await)
+            let mut turn = turn;
+            if let Some(t) = turn.as_mut() {
+                t.wait().await;
+            }
+            let response = groups::offset_commit(ctx, r).await;
+            drop(turn);
+            ResponseKind::OffsetCommit(response)
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(groups::offset_fetch(ctx, r, v).await)

@@ -18,6 +18,7 @@ mod metadata;
 mod misc;
 mod produce;
 mod server;
+mod turns;
 
 pub use codec::{FrameError, MAX_FRAME_HEADER};
 pub use server::{serve, KafkaConfig};

@@ -4,23 +4,38 @@
 
 use std::sync::Arc;
 
+use actix::Addr;
 use futures_util::future::join_all;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
-use spool_actors::partition::{AppendBatches, ValidatedBatch};
+use spool_actors::partition::{queue_append, PartitionActor, ValidatedBatch};
 use spool_actors::record_batch;
 use spool_actors::{BrokerError, TopicInfo};
 use tracing::debug;
 
 use crate::error_codes;
 use crate::handler::{message, topic_or_create, Ctx};
+use crate::turns::Turn;
+use uuid::Uuid;
+
+/// A partition's part of a request: answered already (refused), or batches to append.
+enum Prepared {
+    Answered(PartitionProduceResponse),
+    Append {
+        addr: Addr<PartitionActor>,
+        batches: Vec<ValidatedBatch>,
+        out: PartitionProduceResponse,
+        topic: Arc<str>,
+    },
+}
 
 pub(crate) async fn handle(
     ctx: &Ctx,
     req: ProduceRequest,
     version: i16,
+    turn: Option<Turn>,
 ) -> Option<ProduceResponse> {
     let refuse = if ![-1, 0, 1].contains(&req.acks) {
         Some(ResponseError::InvalidRequiredAcks.code())
@@ -30,20 +45,76 @@ pub(crate) async fn handle(
         None
     };
     let acks = req.acks;
+    // Validation (CRCs over whole batches) runs concurrently with other requests...
     let mut topics = Vec::new();
     for t in req.topic_data {
-        topics.push(produce_topic(ctx, t, version, refuse));
+        topics.push(prepare_topic(ctx, t, version, refuse));
     }
-    let responses = join_all(topics).await;
+    let prepared = join_all(topics).await;
+    // ...but appends are queued in the order the requests arrived on the connection.
+    let mut turn = turn;
+    if let Some(t) = turn.as_mut() {
+        t.wait().await;
+    }
+    let pending: Vec<_> = prepared
+        .into_iter()
+        .map(|(name, topic_id, parts)| {
+            let parts: Vec<_> = parts.into_iter().map(append).collect();
+            (name, topic_id, parts)
+        })
+        .collect();
+    drop(turn);
+    let mut responses = Vec::with_capacity(pending.len());
+    for (name, topic_id, parts) in pending {
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_topic_id(topic_id)
+                .with_partition_responses(join_all(parts).await),
+        );
+    }
     (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
 }
 
-async fn produce_topic(
+/// Queues a prepared append now; the future answers the partition.
+fn append(p: Prepared) -> impl std::future::Future<Output = PartitionProduceResponse> {
+    let (queued, out, topic) = match p {
+        Prepared::Append {
+            addr,
+            batches,
+            out,
+            topic,
+        } => (Some(queue_append(&addr, batches)), out, topic),
+        Prepared::Answered(out) => (None, out, Arc::from("")),
+    };
+    async move {
+        let Some(queued) = queued else { return out };
+        match queued.await {
+            Some(Ok(r)) => out
+                .with_base_offset(r.base_offset as i64)
+                .with_log_start_offset(r.log_start_offset as i64),
+            Some(Err(e)) => refused(out, &topic, &e),
+            None => out.with_error_code(error_codes::unreachable()),
+        }
+    }
+}
+
+fn refused(
+    out: PartitionProduceResponse,
+    topic: &str,
+    e: &BrokerError,
+) -> PartitionProduceResponse {
+    debug!(topic, partition = out.index, error = %e, "produce refused");
+    out.with_error_code(error_codes::code(e))
+        .with_error_message(message(e))
+}
+
+async fn prepare_topic(
     ctx: &Ctx,
     t: TopicProduceData,
     version: i16,
     refuse: Option<i16>,
-) -> TopicProduceResponse {
+) -> (TopicName, Uuid, Vec<Prepared>) {
     let topic: Result<Arc<TopicInfo>, i16> = if version >= 13 {
         ctx.broker
             .catalog
@@ -59,45 +130,38 @@ async fn produce_topic(
     let parts = t
         .partition_data
         .into_iter()
-        .map(|p| produce_partition(ctx, topic.clone(), p, refuse));
-    let partition_responses = join_all(parts).await;
-    TopicProduceResponse::default()
-        .with_name(t.name)
-        .with_topic_id(t.topic_id)
-        .with_partition_responses(partition_responses)
+        .map(|p| prepare_partition(topic.clone(), p, refuse))
+        .collect();
+    (t.name, t.topic_id, parts)
 }
 
-async fn produce_partition(
-    _ctx: &Ctx,
+fn prepare_partition(
     topic: Result<Arc<TopicInfo>, i16>,
     p: PartitionProduceData,
     refuse: Option<i16>,
-) -> PartitionProduceResponse {
+) -> Prepared {
     let out = PartitionProduceResponse::default()
         .with_index(p.index)
         .with_base_offset(-1)
         .with_log_append_time_ms(-1)
         .with_log_start_offset(-1);
     if let Some(code) = refuse {
-        return out.with_error_code(code);
+        return Prepared::Answered(out.with_error_code(code));
     }
     let topic = match topic {
         Ok(t) => t,
-        Err(code) => return out.with_error_code(code),
+        Err(code) => return Prepared::Answered(out.with_error_code(code)),
     };
     let Some(addr) = usize::try_from(p.index)
         .ok()
         .and_then(|i| topic.partitions.get(i))
         .and_then(|part| part.local.clone())
     else {
-        return out.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+        return Prepared::Answered(
+            out.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+        );
     };
-    let fail = |e: BrokerError| {
-        debug!(topic = %topic.name, partition = p.index, error = %e, "produce refused");
-        out.clone()
-            .with_error_code(error_codes::code(&e))
-            .with_error_message(message(&e))
-    };
+    let fail = |e: BrokerError| Prepared::Answered(refused(out.clone(), &topic.name, &e));
     let records = p.records.unwrap_or_default();
     let slices = match record_batch::split(&records) {
         Ok(s) if !s.is_empty() => s,
@@ -122,11 +186,10 @@ async fn produce_partition(
             Err(e) => return fail(e),
         }
     }
-    match addr.send(AppendBatches { batches }).await {
-        Ok(Ok(r)) => out
-            .with_base_offset(r.base_offset as i64)
-            .with_log_start_offset(r.log_start_offset as i64),
-        Ok(Err(e)) => fail(e),
-        Err(_) => out.with_error_code(error_codes::unreachable()),
+    Prepared::Append {
+        addr,
+        batches,
+        out,
+        topic: topic.name.clone(),
     }
 }

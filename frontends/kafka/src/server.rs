@@ -23,6 +23,7 @@ use crate::codec::{self, FrameError};
 use crate::fetch_session::FetchSessionCache;
 use crate::handler::{self, Ctx};
 use crate::misc;
+use crate::turns::Turns;
 
 /// Settings of the Kafka listener.
 #[derive(Debug, Clone)]
@@ -55,6 +56,7 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: KafkaConfig) {
         broker,
         fetch_sessions: Arc::new(FetchSessionCache::new(config.max_fetch_sessions)),
         peer: None,
+        turns: Turns::default(),
         config: Arc::new(config),
     };
     let open = Arc::new(AtomicUsize::new(0));
@@ -89,6 +91,7 @@ type Pending = oneshot::Receiver<Option<Vec<Bytes>>>;
 
 async fn connection(stream: TcpStream, peer: SocketAddr, mut ctx: Ctx) {
     ctx.peer = Some(peer);
+    ctx.turns = Turns::default();
     debug!(%peer, "kafka connection opened");
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Pending>(ctx.config.max_inflight_requests);
@@ -187,10 +190,11 @@ fn accept_request(frame: BytesMut, ctx: &Ctx) -> Result<Pending, FrameError> {
         return Ok(res_rx);
     }
     let (header, api, body) = codec::decode_request(frame)?;
+    let turn = matches!(api, ApiKey::Produce | ApiKey::OffsetCommit).then(|| ctx.turns.take());
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let correlation_id = header.correlation_id;
-        let out = match handler::handle(&ctx, &header, body).await {
+        let out = match handler::handle(&ctx, &header, body, turn).await {
             None => None,
             Some(resp) => match codec::encode_response(correlation_id, api, version, &resp) {
                 Ok(b) => Some(b),
