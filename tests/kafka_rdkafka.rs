@@ -403,3 +403,49 @@ async fn topics_are_auto_created_on_produce_and_metadata() {
         Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
     );
 }
+
+/// Pipelined Produce requests for one partition on one connection are appended in the order
+/// they were sent (librdkafka's 0041 found them reordered when each request ran on its own task).
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_produce_requests_append_in_order() {
+    let spool = Spool::start();
+    let b = spool.bootstrap();
+    create_topic(&b, "pipelined", 1).await;
+    // Small batches and no idempotence: many requests for the partition in flight at once.
+    let p = producer(
+        &b,
+        &[
+            ("enable.idempotence", "false"),
+            ("max.in.flight.requests.per.connection", "100"),
+            ("batch.size", "65536"),
+            ("linger.ms", "0"),
+        ],
+    );
+    let body = "x".repeat(20_000);
+    let sends: Vec<_> = (0..300)
+        .map(|i| {
+            let payload = format!("{i:05}:{body}");
+            let p = p.clone();
+            async move {
+                p.send(
+                    FutureRecord::<(), _>::to("pipelined")
+                        .payload(&payload)
+                        .partition(0),
+                    Duration::from_secs(30),
+                )
+                .await
+                .expect("produce acknowledged");
+            }
+        })
+        .collect();
+    futures_util::future::join_all(sends).await;
+    let got = consume(&b, "pipelined", 0, Offset::Beginning, 300);
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(
+            &value(m)[..5],
+            format!("{i:05}"),
+            "record at offset {}",
+            m.offset()
+        );
+    }
+}
