@@ -113,7 +113,7 @@ async fn state(conn: &mut Conn, group: &str) -> anyhow::Result<(String, usize)> 
         )
         .await?;
     let g = r.groups.first().context("no answer for the group")?;
-    if g.error_code == ResponseError::GroupIdNotFound.code() {
+    let (code, state, members) = if g.error_code == ResponseError::GroupIdNotFound.code() {
         // Not a classic group: it may be a consumer-protocol (KIP-848) one.
         let r: ConsumerGroupDescribeResponse = conn
             .call(
@@ -123,15 +123,14 @@ async fn state(conn: &mut Conn, group: &str) -> anyhow::Result<(String, usize)> 
             )
             .await?;
         let g = r.groups.first().context("no answer for the group")?;
-        if g.error_code != 0 {
-            bail!("describing {group} failed: error {}", g.error_code);
-        }
-        return Ok((g.group_state.to_string(), g.members.len()));
+        (g.error_code, g.group_state.to_string(), g.members.len())
+    } else {
+        (g.error_code, g.group_state.to_string(), g.members.len())
+    };
+    if code != 0 {
+        bail!("describing {group} failed: error {code}");
     }
-    if g.error_code != 0 {
-        bail!("describing {group} failed: error {}", g.error_code);
-    }
-    Ok((g.group_state.to_string(), g.members.len()))
+    Ok((state, members))
 }
 
 /// Per partition of every topic the group has offsets for: (topic, partition, committed).

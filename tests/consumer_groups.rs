@@ -212,15 +212,21 @@ fn check_delivery(seen: &[Seen], n: u32) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn members_share_partitions_and_rebalance_on_join_and_leave() {
+/// One member, then two, then three share a 6-partition topic, then the third leaves; across it
+/// all no partition is read by two members and no record is skipped.
+async fn members_share_and_rebalance(group: &str, topic: &str, settings: &[(&str, &str)]) {
     let spool = Spool::start_with(BROKER_ARGS);
     let b = spool.bootstrap();
-    create_topic(&b, "shared", 6).await;
-    produce(&b, "shared", 6, 0..600).await;
+    create_topic(&b, topic, 6).await;
+    produce(&b, topic, 6, 0..600).await;
 
-    let a = Member::start(&b, "g-shared", "shared", &[]);
-    let bm = Member::start(&b, "g-shared", "shared", &[]);
+    let a = Member::start(&b, group, topic, settings);
+    wait_for(
+        "the first member holding all six partitions",
+        &spool,
+        || a.assignment().len() == 6,
+    );
+    let bm = Member::start(&b, group, topic, settings);
     wait_for("two members sharing six partitions", &spool, || {
         shared_fairly(&[&a, &bm], 6)
     });
@@ -228,11 +234,11 @@ async fn members_share_partitions_and_rebalance_on_join_and_leave() {
         seen_values(&[&a, &bm]) >= 600
     });
 
-    let c = Member::start(&b, "g-shared", "shared", &[]);
+    let c = Member::start(&b, group, topic, settings);
     wait_for("three members sharing six partitions", &spool, || {
         shared_fairly(&[&a, &bm, &c], 6)
     });
-    produce(&b, "shared", 6, 600..1200).await;
+    produce(&b, topic, 6, 600..1200).await;
     wait_for("records up to 1200", &spool, || {
         seen_values(&[&a, &bm, &c]) >= 1200
     });
@@ -242,7 +248,7 @@ async fn members_share_partitions_and_rebalance_on_join_and_leave() {
     wait_for("two members sharing six partitions again", &spool, || {
         shared_fairly(&[&a, &bm], 6)
     });
-    produce(&b, "shared", 6, 1200..1800).await;
+    produce(&b, topic, 6, 1200..1800).await;
     let by_c = c_seen.records.len();
     wait_for("records up to 1800", &spool, || {
         seen_values(&[&a, &bm]) + by_c >= 1800
@@ -253,6 +259,11 @@ async fn members_share_partitions_and_rebalance_on_join_and_leave() {
         !seen[2].records.is_empty(),
         "the third member consumed nothing"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn members_share_partitions_and_rebalance_on_join_and_leave() {
+    members_share_and_rebalance("g-shared", "shared", &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -360,47 +371,7 @@ const CONSUMER_PROTOCOL: &[(&str, &str)] = &[("group.protocol", "consumer")];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn consumer_protocol_members_share_and_rebalance_on_join_and_leave() {
-    let spool = Spool::start_with(BROKER_ARGS);
-    let b = spool.bootstrap();
-    create_topic(&b, "kip848", 6).await;
-    produce(&b, "kip848", 6, 0..600).await;
-
-    let a = Member::start(&b, "g-kip848", "kip848", CONSUMER_PROTOCOL);
-    wait_for(
-        "the first member holding all six partitions",
-        &spool,
-        || a.assignment().len() == 6,
-    );
-    let bm = Member::start(&b, "g-kip848", "kip848", CONSUMER_PROTOCOL);
-    wait_for("two members sharing six partitions", &spool, || {
-        shared_fairly(&[&a, &bm], 6)
-    });
-    wait_for("the first 600 records", &spool, || {
-        seen_values(&[&a, &bm]) >= 600
-    });
-    let c = Member::start(&b, "g-kip848", "kip848", CONSUMER_PROTOCOL);
-    wait_for("three members sharing six partitions", &spool, || {
-        shared_fairly(&[&a, &bm, &c], 6)
-    });
-    produce(&b, "kip848", 6, 600..1200).await;
-    wait_for("records up to 1200", &spool, || {
-        seen_values(&[&a, &bm, &c]) >= 1200
-    });
-    let c_seen = c.stop();
-    wait_for("two members sharing six partitions again", &spool, || {
-        shared_fairly(&[&a, &bm], 6)
-    });
-    produce(&b, "kip848", 6, 1200..1800).await;
-    let by_c = c_seen.records.len();
-    wait_for("records up to 1800", &spool, || {
-        seen_values(&[&a, &bm]) + by_c >= 1800
-    });
-    let seen = vec![a.stop(), bm.stop(), c_seen];
-    check_delivery(&seen, 1800);
-    assert!(
-        !seen[2].records.is_empty(),
-        "the third member consumed nothing"
-    );
+    members_share_and_rebalance("g-kip848", "kip848", CONSUMER_PROTOCOL).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

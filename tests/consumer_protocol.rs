@@ -8,10 +8,9 @@ use std::collections::BTreeSet;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::raw::{call, connect};
+use common::raw::{call, connect, create_topic};
 use common::Spool;
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -27,22 +26,6 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-fn create_topic(conn: &mut TcpStream, name: &str, partitions: i32) -> Uuid {
-    let r: CreateTopicsResponse = call(
-        conn,
-        ApiKey::CreateTopics,
-        7,
-        &CreateTopicsRequest::default()
-            .with_timeout_ms(5000)
-            .with_topics(vec![CreatableTopic::default()
-                .with_name(TopicName(s(name)))
-                .with_num_partitions(partitions)
-                .with_replication_factor(1)]),
-    );
-    assert_eq!(r.topics[0].error_code, 0);
-    r.topics[0].topic_id
-}
-
 /// A heartbeat's fields; `None` leaves a field unchanged, as clients do between full requests.
 #[derive(Clone, Default)]
 struct Beat {
@@ -53,6 +36,23 @@ struct Beat {
     regex: Option<&'static str>,
     assignor: Option<&'static str>,
     owned: Option<Vec<(Uuid, i32)>>,
+}
+
+/// A plain heartbeat of a joined member at `epoch`.
+fn at(member: &'static str, epoch: i32) -> Beat {
+    Beat {
+        member,
+        epoch,
+        ..Beat::default()
+    }
+}
+
+/// A heartbeat of a joined member reporting the partitions it owns.
+fn owning(member: &'static str, epoch: i32, owned: &BTreeSet<(Uuid, i32)>) -> Beat {
+    Beat {
+        owned: Some(owned.iter().copied().collect()),
+        ..at(member, epoch)
+    }
 }
 
 fn heartbeat(conn: &mut TcpStream, group: &str, b: Beat) -> ConsumerGroupHeartbeatResponse {
@@ -144,13 +144,7 @@ fn a_partition_moves_only_after_its_owner_revoked_it() {
     let e1 = a.member_epoch;
     assert!(e1 > 0);
     assert_eq!(assignment(&a), Some(all.clone()));
-    let beat_a = |epoch, owned: &BTreeSet<(Uuid, i32)>| Beat {
-        member: "A",
-        epoch,
-        owned: Some(owned.iter().copied().collect()),
-        ..Beat::default()
-    };
-    let r = heartbeat(&mut c, "g", beat_a(e1, &all));
+    let r = heartbeat(&mut c, "g", owning("A", e1, &all));
     ok(&r);
     assert_eq!(r.member_epoch, e1);
     assert_eq!(
@@ -167,7 +161,7 @@ fn a_partition_moves_only_after_its_owner_revoked_it() {
     assert_eq!(assignment(&b), Some(BTreeSet::new()));
 
     // A is asked to revoke half, keeping its epoch until it has.
-    let r = heartbeat(&mut c, "g", beat_a(e1, &all));
+    let r = heartbeat(&mut c, "g", owning("A", e1, &all));
     ok(&r);
     assert_eq!(r.member_epoch, e1);
     let kept = assignment(&r).expect("a revocation is sent");
@@ -175,20 +169,15 @@ fn a_partition_moves_only_after_its_owner_revoked_it() {
     let moving: BTreeSet<_> = all.difference(&kept).copied().collect();
 
     // B still gets nothing: A has not confirmed.
-    let beat_b = |epoch| Beat {
-        member: "B",
-        epoch,
-        ..Beat::default()
-    };
-    let r = heartbeat(&mut c, "g", beat_b(e2));
+    let r = heartbeat(&mut c, "g", at("B", e2));
     ok(&r);
     assert_eq!(assignment(&r), None);
 
     // A confirms; it moves to the new epoch, and then B gets the released partitions.
-    let r = heartbeat(&mut c, "g", beat_a(e1, &kept));
+    let r = heartbeat(&mut c, "g", owning("A", e1, &kept));
     ok(&r);
     assert_eq!(r.member_epoch, e2);
-    let r = heartbeat(&mut c, "g", beat_b(e2));
+    let r = heartbeat(&mut c, "g", at("B", e2));
     ok(&r);
     assert_eq!(assignment(&r), Some(moving.clone()));
 
@@ -472,55 +461,20 @@ fn a_member_that_stops_heartbeating_is_expired_and_its_partitions_move() {
     ok(&b);
     let epoch_b = b.member_epoch;
     // A gives B its share; B then goes silent.
-    let r = heartbeat(
-        &mut c,
-        "g",
-        Beat {
-            member: "A",
-            epoch: epoch_a,
-            owned: Some(owned_a.iter().copied().collect()),
-            ..Beat::default()
-        },
-    );
+    let r = heartbeat(&mut c, "g", owning("A", epoch_a, &owned_a));
     owned_a = assignment(&r).unwrap();
     assert_eq!(owned_a.len(), 1);
-    let r = heartbeat(
-        &mut c,
-        "g",
-        Beat {
-            member: "A",
-            epoch: epoch_a,
-            owned: Some(owned_a.iter().copied().collect()),
-            ..Beat::default()
-        },
-    );
+    let r = heartbeat(&mut c, "g", owning("A", epoch_a, &owned_a));
     ok(&r);
     epoch_a = r.member_epoch;
-    let r = heartbeat(
-        &mut c,
-        "g",
-        Beat {
-            member: "B",
-            epoch: epoch_b,
-            ..Beat::default()
-        },
-    );
+    let r = heartbeat(&mut c, "g", at("B", epoch_b));
     assert_eq!(assignment(&r).map(|a| a.len()), Some(1));
 
     // A keeps heartbeating as a client does, every few hundred ms, until B's 1.5 s session
     // runs out and A is given both partitions.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let r = heartbeat(
-            &mut c,
-            "g",
-            Beat {
-                member: "A",
-                epoch: epoch_a,
-                owned: Some(owned_a.iter().copied().collect()),
-                ..Beat::default()
-            },
-        );
+        let r = heartbeat(&mut c, "g", owning("A", epoch_a, &owned_a));
         ok(&r);
         epoch_a = r.member_epoch;
         if let Some(a) = assignment(&r) {
@@ -537,14 +491,6 @@ fn a_member_that_stops_heartbeating_is_expired_and_its_partitions_move() {
         std::thread::sleep(Duration::from_millis(250));
     }
     // B's next heartbeat tells it it is no longer a member.
-    let r = heartbeat(
-        &mut c,
-        "g",
-        Beat {
-            member: "B",
-            epoch: epoch_b,
-            ..Beat::default()
-        },
-    );
+    let r = heartbeat(&mut c, "g", at("B", epoch_b));
     assert_eq!(r.error_code, ResponseError::UnknownMemberId.code());
 }

@@ -8,9 +8,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::raw::{call, connect};
+use common::raw::{call, connect, create_topic};
 use common::Spool;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{
@@ -40,21 +39,6 @@ fn s(v: &str) -> StrBytes {
 
 fn code(e: ResponseError) -> i16 {
     e.code()
-}
-
-fn create_topic(conn: &mut TcpStream, name: &str, partitions: i32) {
-    let r: CreateTopicsResponse = call(
-        conn,
-        ApiKey::CreateTopics,
-        7,
-        &CreateTopicsRequest::default()
-            .with_timeout_ms(5000)
-            .with_topics(vec![CreatableTopic::default()
-                .with_name(TopicName(s(name)))
-                .with_num_partitions(partitions)
-                .with_replication_factor(1)]),
-    );
-    assert_eq!(r.topics[0].error_code, 0);
 }
 
 fn join_request(

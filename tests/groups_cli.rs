@@ -113,3 +113,41 @@ async fn list_describe_and_reset_offsets() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn describe_and_reset_see_consumer_protocol_groups() {
+    let spool = Spool::start_with(&["--group-consumer-heartbeat-interval-ms", "500"]);
+    let b = spool.bootstrap();
+    common::create_topic(&b, "cli848", 2).await;
+    let consumer: BaseConsumer = client_config(&b)
+        .set("group.id", "cli-848")
+        .set("group.protocol", "consumer")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["cli848"]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().unwrap().count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never assigned\n{}",
+            spool.log()
+        );
+        consumer.poll(Duration::from_millis(100));
+    }
+    // DescribeGroups says it is not a classic group; the CLI asks ConsumerGroupDescribe.
+    let (ok, out) = groups(&spool, &["describe", "cli-848"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("1 members"), "{out}");
+    let (ok, out) = groups(
+        &spool,
+        &[
+            "reset-offsets",
+            "cli-848",
+            "--topic",
+            "cli848",
+            "--to-earliest",
+        ],
+    );
+    assert!(!ok, "reset allowed while the group has a member: {out}");
+}

@@ -487,6 +487,14 @@ impl ConsumerGroup {
     ) -> bool {
         let target = self.target.get(member_id).cloned().unwrap_or_default();
         let target_epoch = self.assignment_epoch;
+        // What the other members still own: given, or being revoked.
+        let held_elsewhere: BTreeSet<TopicIdPartition> = self
+            .members
+            .iter()
+            .filter(|(id, _)| *id != member_id)
+            .flat_map(|(_, o)| o.assigned.iter().chain(&o.revoking))
+            .copied()
+            .collect();
         let m = self.members.get_mut(member_id).expect("member exists");
         if !m.revoking.is_empty() {
             // Still revoking until the member reports that it no longer owns those partitions.
@@ -506,28 +514,15 @@ impl ConsumerGroup {
             m.revoke_deadline = Some(now + m.rebalance_timeout);
             return true;
         }
-        // Take the target's partitions that no one else still owns.
-        let free: Vec<TopicIdPartition> = target
-            .iter()
-            .filter(|tp| !m.assigned.contains(tp))
-            .copied()
-            .collect();
-        let free: Vec<TopicIdPartition> = free
-            .into_iter()
-            .filter(|tp| {
-                !self
-                    .members
-                    .iter()
-                    .any(|(id, other)| id != member_id && other.owns(tp))
-            })
-            .collect();
-        let m = self.members.get_mut(member_id).expect("member exists");
         if m.epoch != target_epoch {
             m.previous_epoch = m.epoch;
             m.epoch = target_epoch;
         }
-        m.assigned.extend(free.iter().copied());
-        !free.is_empty()
+        // Take the target's partitions that no one else still owns.
+        let before = m.assigned.len();
+        m.assigned
+            .extend(target.difference(&held_elsewhere).copied());
+        m.assigned.len() != before
     }
 
     fn remove(&mut self, member_id: &str) {

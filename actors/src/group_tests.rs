@@ -1,32 +1,17 @@
-//! Group coordinator behaviour that needs time to pass: committed offsets expire once a group
-//! has been empty for `offsets.retention.minutes`, and not before. (The expiry is written to the
-//! offsets journal as a deletion frame, whose replay the journal's own tests cover.)
+//! Group coordinator behaviour seen from inside the broker: committed offsets expire once a
+//! group has been empty for `offsets.retention.minutes`, and not before (the expiry is written to
+//! the offsets journal as a deletion frame, whose replay the journal's own tests cover); lag is
+//! the distance from a commit to the high watermark.
 
 use std::time::{Duration, Instant};
-
-use spool_store::LogConfig;
 
 use crate::group::{CommitOffsets, FetchOffsets, GroupConfig};
 use crate::group_registry::FindGroup;
 use crate::offsets_journal::{now_ms, CommittedOffset};
-use crate::{Broker, BrokerConfig};
+use crate::test_support::{append, create_topic, start_broker};
+use crate::Broker;
 
-fn start(dir: &std::path::Path, groups: GroupConfig) -> Broker {
-    Broker::start(BrokerConfig {
-        node_id: 1,
-        data_dir: dir.to_path_buf(),
-        advertised_host: "127.0.0.1".into(),
-        advertised_port: 9092,
-        default_partitions: 1,
-        auto_create_topics: true,
-        log_defaults: LogConfig::default(),
-        partition_threads: 1,
-        groups,
-    })
-    .unwrap()
-}
-
-async fn commit(broker: &Broker, group: &str, offset: i64) {
+async fn commit(broker: &Broker, group: &str, partition: i32, offset: i64) {
     let addr = broker
         .groups
         .send(FindGroup {
@@ -42,7 +27,7 @@ async fn commit(broker: &Broker, group: &str, offset: i64) {
         instance_id: None,
         generation: -1,
         offsets: vec![(
-            ("t".to_string(), 0),
+            ("t".to_string(), partition),
             CommittedOffset {
                 offset,
                 leader_epoch: -1,
@@ -83,8 +68,8 @@ async fn offsets_of_an_empty_group_expire_after_the_retention() {
         offsets_retention_check_interval: Duration::from_millis(50),
         ..GroupConfig::default()
     };
-    let broker = start(dir.path(), short.clone());
-    commit(&broker, "g", 42).await;
+    let broker = start_broker(dir.path(), short);
+    commit(&broker, "g", 0, 42).await;
     let committed_at = Instant::now();
     assert_eq!(committed(&broker, "g").await, Some(42));
     // Expiry runs on the coordinator's timer: wait for it, bounded.
@@ -109,9 +94,31 @@ async fn offsets_within_the_retention_are_kept() {
         offsets_retention_check_interval: Duration::from_millis(20),
         ..GroupConfig::default()
     };
-    let broker = start(dir.path(), config);
-    commit(&broker, "g", 7).await;
+    let broker = start_broker(dir.path(), config);
+    commit(&broker, "g", 0, 7).await;
     // Several expiry checks run meanwhile.
     actix_rt::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(committed(&broker, "g").await, Some(7));
+}
+
+#[actix_rt::test]
+async fn lag_is_the_distance_from_the_commit_to_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), GroupConfig::default());
+    create_topic(&broker, "t", 2).await;
+    append(&broker, "t", 0, 5).await;
+    append(&broker, "t", 1, 3).await;
+    commit(&broker, "g", 0, 2).await;
+    commit(&broker, "g", 1, 3).await;
+
+    let lag = broker.group_lag().await;
+    assert_eq!(lag.len(), 1);
+    let g = &lag[0];
+    assert_eq!((g.group.as_str(), g.state, g.members), ("g", "Empty", 0));
+    let per_partition: Vec<(i32, i64, i64, i64)> = g
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.committed, p.end, p.lag))
+        .collect();
+    assert_eq!(per_partition, vec![(0, 2, 5, 3), (1, 3, 3, 0)]);
 }

@@ -25,3 +25,5 @@ pub use error::BrokerError;
 mod group_tests;
 #[cfg(test)]
 mod supervision_tests;
+#[cfg(test)]
+mod test_support;

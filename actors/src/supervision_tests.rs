@@ -1,78 +1,20 @@
 //! Supervision: a partition actor that panics is replaced with its log recovered, while the
 //! other partitions keep serving.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use spool_store::LogConfig;
-
-use crate::partition::{AppendBatches, InjectPanic, ReadRecords, ValidatedBatch};
-use crate::registry::{CountRestarts, CreateTopic};
-use crate::{Broker, BrokerConfig};
-
-/// A v2 batch header with `count` records of opaque bytes and a correct CRC.
-pub(crate) fn test_batch(count: i32) -> BytesMut {
-    let mut b = vec![0u8; 61];
-    b[16] = 2;
-    b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
-    b[35..43].copy_from_slice(&1_700_000_000_000i64.to_be_bytes());
-    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-    b[57..61].copy_from_slice(&count.to_be_bytes());
-    b.extend_from_slice(&[7u8; 20]);
-    let len = (b.len() - 12) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    BytesMut::from(&b[..])
-}
+use crate::partition::{InjectPanic, ReadRecords};
+use crate::registry::CountRestarts;
+use crate::test_support::{append, create_topic, partition, start_broker, test_batch};
 
 #[actix_rt::test]
 async fn a_panicking_partition_is_restarted_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(BrokerConfig {
-        node_id: 1,
-        data_dir: dir.path().to_path_buf(),
-        advertised_host: "127.0.0.1".into(),
-        advertised_port: 9092,
-        default_partitions: 2,
-        auto_create_topics: true,
-        log_defaults: LogConfig::default(),
-        partition_threads: 2,
-        groups: Default::default(),
-    })
-    .unwrap();
-    broker
-        .registry
-        .send(CreateTopic {
-            name: "t".into(),
-            partitions: Some(2),
-            replication_factor: None,
-            configs: BTreeMap::new(),
-            validate_only: false,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    let addr = |p: i32| {
-        broker
-            .catalog
-            .snapshot()
-            .partition("t", p)
-            .unwrap()
-            .local
-            .clone()
-            .unwrap()
-    };
+    let broker = start_broker(dir.path(), Default::default());
+    create_topic(&broker, "t", 2).await;
+    let addr = |p: i32| partition(&broker, "t", p);
     for p in 0..2 {
-        let r = addr(p)
-            .send(AppendBatches {
-                batches: vec![ValidatedBatch::new(test_batch(3).freeze()).unwrap()],
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(r.base_offset, 0);
+        assert_eq!(append(&broker, "t", p, 3).await, 0);
     }
     let doomed = addr(0);
     assert!(doomed.send(InjectPanic).await.is_err());

@@ -62,3 +62,22 @@ pub fn call<R: Decodable>(
     R::decode(&mut resp, version)
         .unwrap_or_else(|e| panic!("{api:?} v{version}: undecodable response: {e}"))
 }
+
+/// Creates a topic with CreateTopics v7 and returns its id; panics unless it was created.
+pub fn create_topic(s: &mut TcpStream, name: &str, partitions: i32) -> uuid::Uuid {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
+    let r: CreateTopicsResponse = call(
+        s,
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)]),
+    );
+    assert_eq!(r.topics[0].error_code, 0, "creating {name}");
+    r.topics[0].topic_id
+}

@@ -11,7 +11,7 @@ use spool_actors::{Broker, BrokerError, TopicInfo};
 
 use crate::fetch_session::FetchSessionCache;
 use crate::server::KafkaConfig;
-use crate::turns::{Turn, Turns};
+use crate::turns::{wait_turn, Turn, Turns};
 use crate::{
     admin, configs, consumer_groups, fetch, groups, list_offsets, metadata, misc, produce,
 };
@@ -41,7 +41,7 @@ pub(crate) async fn handle(
     ctx: &Ctx,
     header: &RequestHeader,
     req: RequestKind,
-    turn: Option<Turn>,
+    mut turn: Option<Turn>,
 ) -> Option<ResponseKind> {
     let v = header.request_api_version;
     Some(match req {
@@ -95,10 +95,7 @@ pub(crate) async fn handle(
             ResponseKind::LeaveGroup(groups::leave_group(ctx, r, v).await)
         }
         RequestKind::OffsetCommit(r) => {
-            let mut turn = turn;
-            if let Some(t) = turn.as_mut() {
-                t.wait().await;
-            }
+            wait_turn(&mut turn).await;
             let response = groups::offset_commit(ctx, r).await;
             drop(turn);
             ResponseKind::OffsetCommit(response)

@@ -2,10 +2,11 @@
 //! partition's actor. acks=0 gets no answer; acks=1 and acks=all are the same on one node and
 //! are answered once the flush policy says the data is acknowledged.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use actix::Addr;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, ready, Either, Ready};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
@@ -14,11 +15,11 @@ use spool_actors::partition::{queue_append, PartitionActor, ValidatedBatch};
 use spool_actors::record_batch;
 use spool_actors::{BrokerError, TopicInfo};
 use tracing::debug;
+use uuid::Uuid;
 
 use crate::error_codes;
 use crate::handler::{message, topic_or_create, Ctx};
-use crate::turns::Turn;
-use uuid::Uuid;
+use crate::turns::{wait_turn, Turn};
 
 /// A partition's part of a request: answered already (refused), or batches to append.
 enum Prepared {
@@ -35,7 +36,7 @@ pub(crate) async fn handle(
     ctx: &Ctx,
     req: ProduceRequest,
     version: i16,
-    turn: Option<Turn>,
+    mut turn: Option<Turn>,
 ) -> Option<ProduceResponse> {
     let refuse = if ![-1, 0, 1].contains(&req.acks) {
         Some(ResponseError::InvalidRequiredAcks.code())
@@ -52,10 +53,7 @@ pub(crate) async fn handle(
     }
     let prepared = join_all(topics).await;
     // ...but appends are queued in the order the requests arrived on the connection.
-    let mut turn = turn;
-    if let Some(t) = turn.as_mut() {
-        t.wait().await;
-    }
+    wait_turn(&mut turn).await;
     let pending: Vec<_> = prepared
         .into_iter()
         .map(|(name, topic_id, parts)| {
@@ -76,25 +74,29 @@ pub(crate) async fn handle(
     (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
 }
 
-/// Queues a prepared append now; the future answers the partition.
-fn append(p: Prepared) -> impl std::future::Future<Output = PartitionProduceResponse> {
-    let (queued, out, topic) = match p {
+/// Queues a prepared append now (so appends keep the order of this call); the future answers
+/// the partition.
+fn append(
+    p: Prepared,
+) -> Either<Ready<PartitionProduceResponse>, impl Future<Output = PartitionProduceResponse>> {
+    match p {
+        Prepared::Answered(out) => Either::Left(ready(out)),
         Prepared::Append {
             addr,
             batches,
             out,
             topic,
-        } => (Some(queue_append(&addr, batches)), out, topic),
-        Prepared::Answered(out) => (None, out, Arc::from("")),
-    };
-    async move {
-        let Some(queued) = queued else { return out };
-        match queued.await {
-            Some(Ok(r)) => out
-                .with_base_offset(r.base_offset as i64)
-                .with_log_start_offset(r.log_start_offset as i64),
-            Some(Err(e)) => refused(out, &topic, &e),
-            None => out.with_error_code(error_codes::unreachable()),
+        } => {
+            let queued = queue_append(&addr, batches);
+            Either::Right(async move {
+                match queued.await {
+                    Some(Ok(r)) => out
+                        .with_base_offset(r.base_offset as i64)
+                        .with_log_start_offset(r.log_start_offset as i64),
+                    Some(Err(e)) => refused(out, &topic, &e),
+                    None => out.with_error_code(error_codes::unreachable()),
+                }
+            })
         }
     }
 }

@@ -30,11 +30,9 @@ impl Turns {
     }
 }
 
-impl Turn {
-    /// Waits until every earlier turn has finished (or its request was dropped).
-    pub async fn wait(&mut self) {
-        if let Some(p) = self.previous.take() {
-            let _ = p.await;
-        }
+/// Waits until every earlier turn of the connection has been dropped; without a turn, at once.
+pub(crate) async fn wait_turn(turn: &mut Option<Turn>) {
+    if let Some(previous) = turn.as_mut().and_then(|t| t.previous.take()) {
+        let _ = previous.await;
     }
 }
