@@ -212,39 +212,21 @@ async fn admin_create_describe_alter_grow_and_delete() {
         .await
         .unwrap();
     assert!(created[0].is_ok());
-    let again = a
-        .create_topics(
-            &[NewTopic::new("adm", 2, TopicReplication::Fixed(1))],
-            &opts,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        again[0].as_ref().unwrap_err().1,
-        RDKafkaErrorCode::TopicAlreadyExists
-    );
-    let bad = a
-        .create_topics(
-            &[NewTopic::new("bad/name", 1, TopicReplication::Fixed(1))],
-            &opts,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        bad[0].as_ref().unwrap_err().1,
-        RDKafkaErrorCode::InvalidTopic
-    );
-    let rf = a
-        .create_topics(
-            &[NewTopic::new("rf3", 1, TopicReplication::Fixed(3))],
-            &opts,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        rf[0].as_ref().unwrap_err().1,
-        RDKafkaErrorCode::InvalidReplicationFactor
-    );
+    // Refusals, each with Kafka's code.
+    for (name, replication, code) in [
+        ("adm", 1, RDKafkaErrorCode::TopicAlreadyExists),
+        ("bad/name", 1, RDKafkaErrorCode::InvalidTopic),
+        ("rf3", 3, RDKafkaErrorCode::InvalidReplicationFactor),
+    ] {
+        let r = a
+            .create_topics(
+                &[NewTopic::new(name, 1, TopicReplication::Fixed(replication))],
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r[0].as_ref().unwrap_err().1, code, "creating {name}");
+    }
     let validate = a
         .create_topics(
             &[NewTopic::new(
