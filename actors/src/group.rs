@@ -95,6 +95,9 @@ pub struct JoinResult {
     pub member_id: String,
     /// Every member with its metadata for the chosen protocol; only the leader gets them.
     pub members: Vec<MemberMetadata>,
+    /// A static leader that rejoined a stable group (JoinGroup v9+, KIP-814): it gets the
+    /// members but must not compute a new assignment.
+    pub skip_assignment: bool,
 }
 
 /// A member as the leader sees it: id, static instance id, subscription metadata.
@@ -336,6 +339,7 @@ impl GroupActor {
                     } else {
                         Vec::new()
                     },
+                    skip_assignment: false,
                 }));
             }
         }
@@ -561,6 +565,8 @@ pub struct JoinGroup {
     pub protocols: Vec<(String, Bytes)>,
     /// JoinGroup v4+: a new dynamic member first gets MEMBER_ID_REQUIRED with its id.
     pub require_known_member_id: bool,
+    /// JoinGroup v9+: the client understands `skip_assignment` (KIP-814).
+    pub supports_skip_assignment: bool,
 }
 
 impl Handler<JoinGroup> for GroupActor {
@@ -773,12 +779,16 @@ impl GroupActor {
             protocol_name: protocol,
             leader,
             member_id: member_id.to_string(),
+            skip_assignment: false,
         }
     }
 
     /// A static member rejoined with no member id: it replaces its old incarnation, which is
-    /// fenced. In a stable group with unchanged protocols it keeps its assignment and no
-    /// rebalance happens (KIP-345).
+    /// fenced. In a stable group whose protocol choice it does not change, no rebalance
+    /// happens (KIP-345): it gets the current generation and, on SyncGroup, its old
+    /// assignment. A rejoining leader is told so only from JoinGroup v9 (KIP-814), with
+    /// `skip_assignment`; before v9 it is named a follower (the response names its old member
+    /// id as leader), as Kafka does, so it cannot hand out a new assignment in a stable group.
     fn replace_static_member(&mut self, old: &str, new: String, msg: JoinGroup, reply: JoinReply) {
         let Some(mut member) = self.members.shift_remove(old) else {
             self.instances
@@ -786,28 +796,32 @@ impl GroupActor {
             return self.join(msg, reply);
         };
         info!(group = %self.id, old, new = %new, "static member rejoined under a new member id");
-        for r in [member.join_reply.take()].into_iter().flatten() {
-            let _ = r.send(Err(BrokerError::FencedInstanceId(
-                msg.instance_id.clone().unwrap_or_default(),
-            )));
+        let fenced = || BrokerError::FencedInstanceId(msg.instance_id.clone().unwrap_or_default());
+        if let Some(r) = member.join_reply.take() {
+            let _ = r.send(Err(fenced()));
         }
         if let Some(r) = member.sync_reply.take() {
-            let _ = r.send(Err(BrokerError::FencedInstanceId(
-                msg.instance_id.clone().unwrap_or_default(),
-            )));
+            let _ = r.send(Err(fenced()));
         }
-        let unchanged = member.protocols == msg.protocols;
         member.last_heard = Instant::now();
+        member.protocols = msg.protocols.clone();
         self.members.insert(new.clone(), member);
-        if self.leader.as_deref() == Some(old) {
+        let was_leader = self.leader.as_deref() == Some(old);
+        if was_leader {
             self.leader = Some(new.clone());
         }
         if let Some(instance) = &msg.instance_id {
             self.instances.insert(instance.clone(), new.clone());
         }
-        let was_leader = self.leader.as_deref() == Some(new.as_str());
-        if self.phase == GroupPhase::Stable && unchanged && !was_leader {
-            let _ = reply.send(Ok(self.current_join_result(&new)));
+        let same_protocol = self.protocol.as_deref() == Some(self.select_protocol().as_str());
+        if self.phase == GroupPhase::Stable && same_protocol {
+            let mut result = self.current_join_result(&new);
+            if was_leader && !msg.supports_skip_assignment {
+                result.leader = old.to_string();
+                result.members.clear();
+            }
+            result.skip_assignment = was_leader && msg.supports_skip_assignment;
+            let _ = reply.send(Ok(result));
             return;
         }
         let joined = JoinGroup {

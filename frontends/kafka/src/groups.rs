@@ -116,6 +116,7 @@ pub(crate) async fn join_group(
             .map(|p| (p.name.to_string(), p.metadata.clone()))
             .collect(),
         require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
     };
     let answer = match addr.send(msg).await {
         Ok(rx) => rx
@@ -130,6 +131,7 @@ pub(crate) async fn join_group(
             .with_protocol_name(Some(str_bytes(j.protocol_name)))
             .with_leader(str_bytes(j.leader))
             .with_member_id(str_bytes(j.member_id))
+            .with_skip_assignment(j.skip_assignment)
             .with_members(
                 j.members
                     .into_iter()
