@@ -431,3 +431,51 @@ async fn pipelined_produce_requests_append_in_order() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetch_max_bytes_bounds_the_whole_response() {
+    // As librdkafka's 0082: each partition may return far more than the response may hold, and
+    // the client refuses any response larger than receive.message.max.bytes.
+    let spool = Spool::start();
+    let b = spool.bootstrap();
+    create_topic(&b, "wide", 3).await;
+    let p = producer(&b, &[("batch.num.messages", "1")]);
+    let payload = vec![b'x'; 200 * 1024];
+    for partition in 0..3 {
+        for _ in 0..4 {
+            p.send(
+                FutureRecord::<(), _>::to("wide")
+                    .partition(partition)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let consumer: BaseConsumer = common::client_config(&b)
+        .set("group.id", "wide")
+        .set("max.partition.fetch.bytes", "20000000")
+        .set("message.max.bytes", "300000")
+        .set("fetch.max.bytes", "300000")
+        .set("receive.message.max.bytes", "300512")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for partition in 0..3 {
+        tpl.add_partition_offset("wide", partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut got = 0;
+    while got < 12 {
+        match consumer.poll(Duration::from_secs(30)) {
+            Some(Ok(m)) => {
+                assert_eq!(m.payload().map(<[u8]>::len), Some(payload.len()));
+                got += 1;
+            }
+            Some(Err(e)) => panic!("consume error after {got} records: {e}"),
+            None => panic!("no record within 30 s; got {got} of 12"),
+        }
+    }
+}

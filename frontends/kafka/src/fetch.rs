@@ -176,30 +176,23 @@ async fn read_one(
     if w.offset < 0 {
         return Err((ResponseError::OffsetOutOfRange.code(), None));
     }
-    // The first partition with data always returns at least one batch (Kafka's rule), so a
-    // batch larger than the limits still makes progress.
-    let max = (w.max_bytes.max(0) as usize).min(if first { usize::MAX } else { budget });
-    if max == 0 {
-        return addr
-            .send(ReadRecords {
-                offset: w.offset as u64,
-                max_bytes: 0,
-            })
-            .await
-            .map_err(|_| (error_codes::unreachable(), None))?
-            .map(|mut r| {
-                r.records = Default::default();
-                r
-            })
-            .map_err(map_read_error);
+    // Both the partition's and the response's limits apply. The first partition with data
+    // always returns at least one batch (Kafka's rule, and what ReadRecords does), so a batch
+    // larger than the limits still makes progress; a later partition returns nothing rather
+    // than overshoot the response's limit.
+    let max = (w.max_bytes.max(0) as usize).min(budget);
+    let mut read = addr
+        .send(ReadRecords {
+            offset: w.offset as u64,
+            max_bytes: max,
+        })
+        .await
+        .map_err(|_| (error_codes::unreachable(), None))?
+        .map_err(map_read_error)?;
+    if !first && read.records.len() > max {
+        read.records = Default::default();
     }
-    addr.send(ReadRecords {
-        offset: w.offset as u64,
-        max_bytes: max,
-    })
-    .await
-    .map_err(|_| (error_codes::unreachable(), None))?
-    .map_err(map_read_error)
+    Ok(read)
 }
 
 fn map_read_error(e: BrokerError) -> ReadError {
