@@ -5,17 +5,22 @@ librdkafka's source, tests/ included, ships in the rdkafka-sys crate that cargo 
 downloads for the rdkafka dev-dependency. This runner finds it with `cargo metadata`, builds
 librdkafka and its tests/test-runner in a copy under target/compat/, starts `spool serve` on free
 ports with an empty data directory, points the suite at it with a test.conf, and runs broker tests
-in full mode (never -Q, which skips most subtests). The suite selects tests by number, so each
-process runs every test of one number (0045 has five), one after another (-p1); each test's
-outcome is read from the runner's output.
+in full mode (never -Q, which skips most subtests), sockem tests included. The suite selects tests
+by number, so each process runs every test of one number (0045 has five), one after another (-p1);
+each test's outcome is read from the runner's output.
+
+A test names the broker scenario it needs (test.c's `.scenario`): "default" (topics auto-created
+with 4 partitions) or "noautocreate". Each scenario in the selection gets its own broker. Tests
+that shell out to Kafka's bin/kafka-topics.sh get kafka/bin/kafka-topics.sh beside this script,
+which does the same through the admin API with kafka-python.
 
     compat/librdkafka/run.py                  # the allow-list; exits 1 if any allowed test fails
     compat/librdkafka/run.py --all            # every broker test; writes a summary, never fails
     compat/librdkafka/run.py 0001 0042        # just these (by number or name)
 
-Options: -j N runs N tests at once against the one broker; --spool PATH uses that binary
-instead of building target/debug/spool. Logs: target/compat/results/<number>.log (and the
-broker's in broker.log).
+Options: -j N runs N tests at once (against their scenario's broker); --spool PATH uses that
+binary instead of building target/debug/spool. Logs: target/compat/results/<number>.log (or
+<number>-<scenario>.log), and the brokers' in broker-<scenario>.log.
 """
 
 import argparse
@@ -41,6 +46,15 @@ RESULTS = WORK / "results"
 BROKER_VERSION = "4.0.0.0"
 # Longest a single test may run before it counts as failed (hung).
 TEST_TIMEOUT_S = 900
+# The suite's broker scenarios (tests/scenarios/*.json) as Spool flags.
+SCENARIOS = {
+    "default": ["--auto-create-topics", "true"],
+    "noautocreate": ["--auto-create-topics", "false"],
+}
+# The longest tests, started first so that -j N finishes sooner.
+SLOW_FIRST = ["0113", "0089", "0091", "0076", "0094", "0045"]
+# Stands in for Apache Kafka's install: the suite runs $KAFKA_PATH/bin/kafka-topics.sh.
+KAFKA_PATH = HERE / "kafka"
 
 
 def log(msg):
@@ -78,13 +92,18 @@ def build_suite():
 
 
 def broker_tests(build):
-    """The suite's tests that need a broker: every entry of test.c's table not flagged local."""
+    """The suite's tests that need a broker, each with its scenario: every entry of test.c's
+    table not flagged local (needs no broker) or manual (runs until stopped, such as 8000_idle)."""
     text = (build / "tests" / "test.c").read_text()
     table = text[text.index("struct test tests[] = {"):]
-    tests = []
-    for name, flags in re.findall(r"_TEST\(\s*(\d{4}\w*)\s*,\s*([^,)]*)", table):
-        if "TEST_F_LOCAL" not in flags:
-            tests.append(name)
+    tests = {}
+    for entry in table.split("_TEST(")[1:]:
+        m = re.match(r"\s*(\d{4}\w*)\s*,\s*([^,]*)", entry)
+        if not m or "TEST_F_LOCAL" in m.group(2) or "TEST_F_MANUAL" in m.group(2):
+            continue
+        wanted = re.search(r'\.scenario\s*=\s*"([^"]*)"', entry)
+        scenarios = wanted.group(1).split(",") if wanted else ["default"]
+        tests[m.group(1)] = next(s for s in scenarios + ["default"] if s in SCENARIOS)
     return tests
 
 
@@ -94,25 +113,25 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_broker(spool, data_dir):
+def start_broker(spool, data_dir, scenario):
     port = free_port()
-    log_file = open(RESULTS / "broker.log", "w")
+    log_file = open(RESULTS / f"broker-{scenario}.log", "w")
     proc = subprocess.Popen(
         [
             str(spool), "serve",
             "--data-dir", str(data_dir),
             "--kafka-addr", f"127.0.0.1:{port}",
-            # The suite's default scenario: auto-created topics with 4 partitions.
+            # The suite's scenarios all create topics with 4 partitions.
             "--num-partitions", "4",
-            "--auto-create-topics", "true",
             "--group-initial-rebalance-delay-ms", "0",
+            *SCENARIOS[scenario],
         ],
         stdout=log_file, stderr=subprocess.STDOUT,
     )
     deadline = time.time() + 30
     while time.time() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"spool exited with {proc.returncode}; see {RESULTS / 'broker.log'}")
+            sys.exit(f"spool exited with {proc.returncode}; see {log_file.name}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return proc, port
@@ -134,20 +153,23 @@ def outcome(name, output):
     return "FAILED"
 
 
-def run_number(build, conf, number, names):
-    """Runs every test of one number in one process; (name, outcome) for those in `names`."""
+def run_number(build, broker, number, scenario, names):
+    """Runs every test of one number and scenario in one process; (name, outcome) for those in
+    `names`."""
     start = time.time()
     env = dict(
         os.environ,
         TESTS=number,
-        RDKAFKA_TEST_CONF=str(conf),
+        RDKAFKA_TEST_CONF=str(broker["conf"]),
         TEST_KAFKA_VERSION=BROKER_VERSION,
+        KAFKA_PATH=str(KAFKA_PATH),
+        BROKERS=broker["bootstrap"],
         # The runner links the freshly built shared libraries.
         LD_LIBRARY_PATH=f"{build / 'src'}:{build / 'src-cpp'}",
     )
     try:
         p = subprocess.run(
-            ["./test-runner", "-p1", "-E", "-L", "-V", BROKER_VERSION, number],
+            ["./test-runner", "-p1", "-L", "-V", BROKER_VERSION, "-s", scenario, number],
             cwd=build / "tests", env=env, capture_output=True, text=True, timeout=TEST_TIMEOUT_S,
         )
         output = p.stdout + p.stderr
@@ -155,7 +177,8 @@ def run_number(build, conf, number, names):
         output = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         output += f"\n(runner: timed out after {TEST_TIMEOUT_S} s)\n"
     output = ANSI.sub("", output)
-    (RESULTS / f"{number}.log").write_text(output)
+    suffix = "" if scenario == "default" else f"-{scenario}"
+    (RESULTS / f"{number}{suffix}.log").write_text(output)
     return [(n, outcome(n, output)) for n in names], time.time() - start
 
 
@@ -180,7 +203,7 @@ def main():
     build = build_suite()
     every = broker_tests(build)
     if args.all:
-        selected = every
+        selected = list(every)
     elif args.tests:
         selected = [t for t in every if any(t.startswith(w) for w in args.tests)]
     else:
@@ -194,32 +217,41 @@ def main():
         subprocess.run(["cargo", "build", "--quiet", "--bin", "spool"], cwd=ROOT, check=True)
         spool = ROOT / "target" / "debug" / "spool"
 
-    data_dir = Path(tempfile.mkdtemp(prefix="spool-compat-"))
-    broker, port = start_broker(spool, data_dir)
-    conf = WORK / "test.conf"
-    conf.write_text(f"bootstrap.servers=127.0.0.1:{port}\n")
-    log(f"spool on 127.0.0.1:{port}; {len(selected)} of the suite's {len(every)} broker tests, "
-        f"{args.jobs} at a time, full mode")
+    # One process per (number, scenario), one broker per scenario.
+    groups = {}
+    for t in selected:
+        groups.setdefault((t[:4], every[t]), []).append(t)
+    brokers = {}
     results = {}
     started = time.time()
     try:
-        by_number = {}
-        for t in selected:
-            by_number.setdefault(t[:4], []).append(t)
+        for scenario in sorted({sc for _, sc in groups}):
+            data_dir = Path(tempfile.mkdtemp(prefix=f"spool-compat-{scenario}-"))
+            proc, port = start_broker(spool, data_dir, scenario)
+            conf = WORK / f"test-{scenario}.conf"
+            conf.write_text(f"bootstrap.servers=127.0.0.1:{port}\n")
+            brokers[scenario] = {"proc": proc, "data": data_dir, "conf": conf,
+                                 "bootstrap": f"127.0.0.1:{port}"}
+            log(f"spool ({scenario} scenario) on 127.0.0.1:{port}")
+        log(f"{len(selected)} of the suite's {len(every)} broker tests, {args.jobs} at a time, "
+            f"full mode")
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(run_number, build, conf, n, ts) for n, ts in by_number.items()]
+            order = sorted(groups, key=lambda g: (g[0] not in SLOW_FIRST, g))
+            futures = [pool.submit(run_number, build, brokers[sc], n, sc, groups[(n, sc)])
+                       for n, sc in order]
             for f in concurrent.futures.as_completed(futures):
                 outcomes, secs = f.result()
                 for name, status in outcomes:
                     results[name] = status
                     log(f"{status:8} {name} ({secs:.0f} s for its number)")
     finally:
-        broker.terminate()
-        try:
-            broker.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            broker.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        for b in brokers.values():
+            b["proc"].terminate()
+            try:
+                b["proc"].wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                b["proc"].kill()
+            shutil.rmtree(b["data"], ignore_errors=True)
 
     counts = {s: sum(1 for v in results.values() if v == s) for s in ("PASSED", "SKIPPED", "FAILED")}
     summary = RESULTS / "summary.tsv"
