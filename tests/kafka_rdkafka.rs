@@ -479,3 +479,67 @@ async fn fetch_max_bytes_bounds_the_whole_response() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_append_time_topics_stamp_the_broker_time() {
+    let spool = Spool::start();
+    let b = spool.bootstrap();
+    let created = admin(&b)
+        .create_topics(
+            &[
+                NewTopic::new("appended", 1, TopicReplication::Fixed(1))
+                    .set("message.timestamp.type", "LogAppendTime"),
+                NewTopic::new("created", 1, TopicReplication::Fixed(1))
+                    .set("message.timestamp.type", "CreateTime"),
+                NewTopic::new("neither", 1, TopicReplication::Fixed(1))
+                    .set("message.timestamp.type", "Now"),
+            ],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created[0].is_ok() && created[1].is_ok());
+    assert_eq!(
+        created[2].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidConfig
+    );
+    let old = 1_600_000_000_000i64;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let p = producer(&b, &[]);
+    for topic in ["appended", "created"] {
+        for i in 0..3 {
+            let payload = format!("{topic}-{i}");
+            p.send(
+                FutureRecord::<(), _>::to(topic)
+                    .payload(&payload)
+                    .timestamp(old + i),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // `consume` has librdkafka check CRCs: the stamped header must be valid.
+    for m in consume(&b, "appended", 0, Offset::Beginning, 3) {
+        match m.timestamp() {
+            rdkafka::Timestamp::LogAppendTime(t) => assert!((before..=after).contains(&t)),
+            other => panic!("expected the append time, got {other:?}"),
+        }
+    }
+    for (i, m) in consume(&b, "created", 0, Offset::Beginning, 3)
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(
+            m.timestamp(),
+            rdkafka::Timestamp::CreateTime(old + i as i64)
+        );
+    }
+}

@@ -68,6 +68,9 @@ pub struct AppendBatches {
 pub struct AppendResult {
     pub base_offset: u64,
     pub log_start_offset: u64,
+    /// The time stamped on the batches (ms since the epoch) when the log keeps append times
+    /// (`message.timestamp.type=LogAppendTime`).
+    pub log_append_time: Option<i64>,
 }
 
 /// Reads whole batches from the one containing `offset`, at most `max_bytes` (but at least one
@@ -238,8 +241,13 @@ impl PartitionActor {
         };
         let mut first_base = None;
         let mut needs_sync = false;
+        let append_time = self
+            .log()
+            .config()
+            .log_append_time
+            .then(|| spool_now_ms() as i64);
         for batch in batches {
-            let info = batch.header.info;
+            let mut info = batch.header.info;
             if let Some(w) = &info.writer {
                 if let SequenceCheck::Duplicate { base_offset } =
                     self.producers.check(w, info.last_offset_delta)?
@@ -248,14 +256,27 @@ impl PartitionActor {
                     continue;
                 }
             }
-            // The leader epoch is stamped as the batch is written; the rest is not copied.
+            // The leader epoch (and the append time) is stamped as the batch is written; the
+            // records are not copied.
             let b = &batch.bytes;
-            let parts = [
-                &b[..LEADER_EPOCH_AT],
-                &epoch.to_be_bytes()[..],
-                &b[LEADER_EPOCH_AT + 4..],
-            ];
-            let out = self.log_mut().append(&parts, &info)?;
+            let epoch = epoch.to_be_bytes();
+            let out = match append_time {
+                None => {
+                    let parts = [&b[..LEADER_EPOCH_AT], &epoch[..], &b[LEADER_EPOCH_AT + 4..]];
+                    self.log_mut().append(&parts, &info)?
+                }
+                Some(now) => {
+                    info.max_timestamp = now;
+                    let head = record_batch::stamp_log_append_time(b, now);
+                    let parts = [
+                        &b[..LEADER_EPOCH_AT],
+                        &epoch[..],
+                        &head[..],
+                        &b[record_batch::STAMPED_HEAD_END..],
+                    ];
+                    self.log_mut().append(&parts, &info)?
+                }
+            };
             if let Some(w) = &info.writer {
                 self.producers
                     .record(w, info.last_offset_delta, out.base_offset);
@@ -270,6 +291,7 @@ impl PartitionActor {
             AppendResult {
                 base_offset: first_base.unwrap_or_else(|| self.log().next_offset()),
                 log_start_offset: self.log().log_start_offset(),
+                log_append_time: append_time,
             },
             needs_sync,
         ))

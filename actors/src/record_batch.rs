@@ -117,6 +117,31 @@ pub fn describe(head: &[u8]) -> Option<BatchHeader> {
     })
 }
 
+/// The timestamp-type attribute: the batch carries the broker's append time.
+const LOG_APPEND_TIME_FLAG: i16 = 0x08;
+/// Where the bytes rewritten by [`stamp_log_append_time`] end: just after the max timestamp.
+pub const STAMPED_HEAD_END: usize = PRODUCER_ID_AT;
+
+/// For `message.timestamp.type=LogAppendTime`, as Kafka does it: the header bytes from the
+/// magic byte to the max timestamp (`batch[16..43]`) with the timestamp-type attribute set, the
+/// max timestamp replaced by `now`, and the CRC recomputed over the new header and the
+/// untouched records. Consumers take every record's timestamp from the max timestamp of such a
+/// batch, so the records need no rewrite. `batch` must have passed [`validate`].
+pub fn stamp_log_append_time(batch: &[u8], now: i64) -> [u8; STAMPED_HEAD_END - MAGIC_AT] {
+    let mut head = [0u8; STAMPED_HEAD_END - MAGIC_AT];
+    head.copy_from_slice(&batch[MAGIC_AT..STAMPED_HEAD_END]);
+    let at = |field: usize| field - MAGIC_AT;
+    let attributes = i16_at(batch, ATTRIBUTES_AT) | LOG_APPEND_TIME_FLAG;
+    head[at(ATTRIBUTES_AT)..at(ATTRIBUTES_AT) + 2].copy_from_slice(&attributes.to_be_bytes());
+    head[at(MAX_TIMESTAMP_AT)..].copy_from_slice(&now.to_be_bytes());
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&head[at(ATTRIBUTES_AT)..]),
+        &batch[STAMPED_HEAD_END..],
+    );
+    head[at(CRC_AT)..at(ATTRIBUTES_AT)].copy_from_slice(&crc.to_be_bytes());
+    head
+}
+
 /// Splits a run of concatenated batches (as a Produce request carries them) into slices.
 pub fn split(mut bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
     let mut out = Vec::new();

@@ -23,6 +23,11 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// Largest frame accepted (`max.message.bytes`).
     pub max_message_bytes: u32,
+    /// Stamp each batch with the time it is appended rather than keep the writer's timestamps
+    /// (`message.timestamp.type`: `LogAppendTime` rather than `CreateTime`). The store only
+    /// keeps the setting; whoever frames the batches stamps them before appending, so the
+    /// time index sees the stamped time.
+    pub log_append_time: bool,
 }
 
 impl Default for LogConfig {
@@ -36,6 +41,7 @@ impl Default for LogConfig {
             flush_ms: Some(1000),
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
+            log_append_time: false,
         }
     }
 }
@@ -63,6 +69,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "flush.ms",
     "index.interval.bytes",
     "max.message.bytes",
+    "message.timestamp.type",
 ];
 
 impl LogConfig {
@@ -139,6 +146,13 @@ impl LogConfig {
                 let n = positive(num()?)?;
                 self.max_message_bytes = u32::try_from(n).map_err(|_| bad("must fit in 32 bits"))?
             }
+            "message.timestamp.type" => {
+                self.log_append_time = match value.trim() {
+                    "CreateTime" => false,
+                    "LogAppendTime" => true,
+                    _ => return Err(bad("must be CreateTime or LogAppendTime")),
+                }
+            }
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())
@@ -169,6 +183,15 @@ impl LogConfig {
                 self.index_interval_bytes.to_string(),
             ),
             ("max.message.bytes", self.max_message_bytes.to_string()),
+            (
+                "message.timestamp.type",
+                if self.log_append_time {
+                    "LogAppendTime"
+                } else {
+                    "CreateTime"
+                }
+                .to_string(),
+            ),
         ]
     }
 }
@@ -193,5 +216,8 @@ mod tests {
         let mut c = LogConfig::default();
         assert!(c.set("segment.bytes", "abc").is_err());
         assert!(c.set("flush.ms", "-5").is_err());
+        assert!(c.set("message.timestamp.type", "Now").is_err());
+        c.set("message.timestamp.type", "LogAppendTime").unwrap();
+        assert!(c.log_append_time);
     }
 }

@@ -138,7 +138,8 @@ pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
     c.create().expect("producer")
 }
 
-/// Reads `count` messages of one partition starting at `from` (fails after 30 s of silence).
+/// Reads `count` messages of one partition starting at `from` (fails after 30 s of silence),
+/// with librdkafka checking every batch's CRC.
 pub fn consume(
     bootstrap: &str,
     topic: &str,
@@ -149,6 +150,7 @@ pub fn consume(
     let consumer: BaseConsumer = client_config(bootstrap)
         .set("group.id", "spool-tests")
         .set("enable.auto.commit", "false")
+        .set("check.crcs", "true")
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();

@@ -24,6 +24,7 @@ const STATIC_BROKER_CONFIG: i8 = 4;
 const DEFAULT_CONFIG: i8 = 5;
 /// Kafka's config types.
 const TYPE_BOOLEAN: i8 = 1;
+const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
 
@@ -33,6 +34,7 @@ fn config_type(key: &str) -> i8 {
             TYPE_INT
         }
         "auto.create.topics.enable" => TYPE_BOOLEAN,
+        "message.timestamp.type" => TYPE_STRING,
         _ => TYPE_LONG,
     }
 }

@@ -92,6 +92,7 @@ fn append(
                 match queued.await {
                     Some(Ok(r)) => out
                         .with_base_offset(r.base_offset as i64)
+                        .with_log_append_time_ms(r.log_append_time.unwrap_or(-1))
                         .with_log_start_offset(r.log_start_offset as i64),
                     Some(Err(e)) => refused(out, &topic, &e),
                     None => out.with_error_code(error_codes::unreachable()),
