@@ -39,7 +39,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 ALLOW_LIST = HERE / "allow-list"
-WORK = ROOT / "target" / "compat"
+# Cargo's target directory (CARGO_TARGET_DIR when set, as cargo itself does).
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+WORK = TARGET / "compat"
 RESULTS = WORK / "results"
 # The broker version the suite is told: Spool serves Kafka 4's API versions (no pre-v2 message
 # formats), so tests gated on 4.0 behaviour take the 4.0 path.
@@ -215,7 +217,7 @@ def main():
         spool = Path(args.spool)
     else:
         subprocess.run(["cargo", "build", "--quiet", "--bin", "spool"], cwd=ROOT, check=True)
-        spool = ROOT / "target" / "debug" / "spool"
+        spool = TARGET / "debug" / "spool"
 
     # One process per (number, scenario), one broker per scenario.
     groups = {}
