@@ -238,7 +238,8 @@ def main():
         log(f"{len(selected)} of the suite's {len(every)} broker tests, {args.jobs} at a time, "
             f"full mode")
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            order = sorted(groups, key=lambda g: (g[0] not in SLOW_FIRST, g))
+            rank = {n: i for i, n in enumerate(SLOW_FIRST)}
+            order = sorted(groups, key=lambda g: (rank.get(g[0], len(SLOW_FIRST)), g))
             futures = [pool.submit(run_number, build, brokers[sc], n, sc, groups[(n, sc)])
                        for n, sc in order]
             for f in concurrent.futures.as_completed(futures):
