@@ -11,9 +11,11 @@ pub mod group;
 pub mod group_consumer;
 pub mod group_lag;
 pub mod group_registry;
+pub mod journal;
 pub mod offsets_journal;
 pub mod partition;
 mod producer_state;
+pub mod queues;
 pub mod record_batch;
 pub mod registry;
 

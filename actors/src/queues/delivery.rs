@@ -1,0 +1,432 @@
+//! The delivery state of one queue over its log, as a plain state machine (no actor, no I/O).
+//!
+//! A queue is a log read with per-record state, in the manner of Kafka's share groups
+//! (KIP-932): a record read from the log is *available*; a consumer *acquires* it (its delivery
+//! count rises); the consumer then *acknowledges* it, or *releases* it (back to available, as
+//! AMQP's requeue does), or it is *archived* (rejected without requeue, expired, over the
+//! delivery limit). Acknowledged and archived records are *finished*. `start` is the lowest
+//! offset not finished: everything below it is done, and the log before it may be dropped.
+//!
+//! Records are acquired lowest offset first, so a released record goes back to its place in the
+//! queue, as RabbitMQ requeues. Priorities (higher first) order the available records ahead of
+//! their offsets.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// A consumer, as the queue knows it: unique per queue while it is subscribed.
+pub type ConsumerId = u64;
+
+/// What the queue keeps of one record it has read but not finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// Times it was handed to a consumer (before the current acquisition, if any).
+    pub deliveries: u32,
+    /// Priority (0 when the queue has none); higher is delivered first.
+    pub priority: u8,
+    /// Who holds it now, if anyone.
+    pub holder: Option<ConsumerId>,
+}
+
+/// One record handed to a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acquired {
+    pub offset: u64,
+    /// Delivered before (to anyone): AMQP's `redelivered` flag.
+    pub redelivered: bool,
+    /// How many times it has now been delivered, this time included.
+    pub deliveries: u32,
+}
+
+/// A change to persist, so that a restart recovers the same state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Change {
+    /// These records are finished (acknowledged or archived).
+    Finished(Vec<u64>),
+    /// These records were handed out and now have these delivery counts.
+    Delivered(Vec<(u64, u32)>),
+}
+
+/// What a restart needs: the start, the finished records above it and the delivery counts of
+/// the unfinished ones that were ever delivered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Durable {
+    pub start: u64,
+    pub finished: Vec<u64>,
+    pub delivered: Vec<(u64, u32)>,
+}
+
+/// The delivery state machine of one queue.
+#[derive(Debug, Default)]
+pub struct DeliveryState {
+    start: u64,
+    /// Next offset to read from the log; everything in `start..read_to` that is not finished
+    /// is in `pending`.
+    read_to: u64,
+    pending: BTreeMap<u64, Pending>,
+    /// Finished records above `start` (the holes that keep `start` from moving).
+    finished: BTreeSet<u64>,
+    /// Available records: (reverse priority, offset), so the first is the next to deliver.
+    available: BTreeSet<(u8, u64)>,
+    /// Delivery counts recovered for records not read again yet.
+    recovered: HashMap<u64, u32>,
+    held: HashMap<ConsumerId, BTreeSet<u64>>,
+}
+
+impl DeliveryState {
+    /// The state a queue resumes with after a restart: records it had handed out and not
+    /// finished are available again and count as delivered (AMQP `redelivered`).
+    pub fn recover(durable: Durable) -> DeliveryState {
+        let finished: BTreeSet<u64> = durable
+            .finished
+            .into_iter()
+            .filter(|o| *o >= durable.start)
+            .collect();
+        let mut state = DeliveryState {
+            start: durable.start,
+            read_to: durable.start,
+            finished,
+            recovered: durable
+                .delivered
+                .into_iter()
+                .filter(|(o, _)| *o >= durable.start)
+                .collect(),
+            ..DeliveryState::default()
+        };
+        state.advance_start();
+        state
+    }
+
+    /// The persisted form of the state, for snapshots.
+    pub fn durable(&self) -> Durable {
+        let mut delivered: Vec<(u64, u32)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deliveries > 0 || p.holder.is_some())
+            .map(|(o, p)| (*o, p.deliveries))
+            .chain(self.recovered.iter().map(|(o, d)| (*o, *d)))
+            .collect();
+        delivered.sort_unstable();
+        Durable {
+            start: self.start,
+            finished: self.finished.iter().copied().collect(),
+            delivered,
+        }
+    }
+
+    /// Applies a persisted change while replaying a journal into [`Durable`] form.
+    pub fn replay(durable: &mut Durable, change: &Change) {
+        match change {
+            Change::Finished(offsets) => {
+                durable.finished.extend(offsets.iter().copied());
+                durable.finished.sort_unstable();
+                durable.finished.dedup();
+                let done: BTreeSet<u64> = offsets.iter().copied().collect();
+                durable.delivered.retain(|(o, _)| !done.contains(o));
+                while durable.finished.first() == Some(&durable.start) {
+                    durable.finished.remove(0);
+                    durable.start += 1;
+                }
+            }
+            Change::Delivered(counts) => {
+                for (offset, n) in counts {
+                    match durable.delivered.iter_mut().find(|(o, _)| o == offset) {
+                        Some(entry) => entry.1 = *n,
+                        None => durable.delivered.push((*offset, *n)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lowest unfinished offset.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Next offset to read from the log.
+    pub fn read_to(&self) -> u64 {
+        self.read_to
+    }
+
+    /// Records read and ready to deliver.
+    pub fn available_count(&self) -> usize {
+        self.available.len()
+    }
+
+    /// Records handed out and not yet settled.
+    pub fn acquired_count(&self) -> usize {
+        self.pending.len() - self.available.len()
+    }
+
+    /// Records a consumer holds.
+    pub fn held_by(&self, consumer: ConsumerId) -> usize {
+        self.held.get(&consumer).map_or(0, BTreeSet::len)
+    }
+
+    /// Takes records read from the log (offsets at or after `read_to`, ascending), with their
+    /// priorities. Records already finished are skipped. Moves `read_to` past `through`.
+    pub fn add_read(&mut self, records: &[(u64, u8)], through: u64) {
+        for &(offset, priority) in records {
+            if offset < self.read_to || self.finished.contains(&offset) || offset < self.start {
+                continue;
+            }
+            let deliveries = self.recovered.remove(&offset).unwrap_or(0);
+            self.pending.insert(
+                offset,
+                Pending {
+                    deliveries,
+                    priority,
+                    holder: None,
+                },
+            );
+            self.available.insert((u8::MAX - priority, offset));
+        }
+        // Offsets in the span with no record (compacted away, control batches) are finished.
+        self.read_to = self.read_to.max(through);
+        self.advance_start();
+    }
+
+    /// Marks offsets in the read span that carry no deliverable record as finished.
+    pub fn skip(&mut self, offsets: &[u64]) -> Change {
+        let done: Vec<u64> = offsets
+            .iter()
+            .copied()
+            .filter(|o| *o >= self.start && !self.pending.contains_key(o))
+            .collect();
+        self.finished.extend(done.iter().copied());
+        self.advance_start();
+        Change::Finished(done)
+    }
+
+    /// Hands up to `n` available records to `consumer`, best first. Records that reached
+    /// `delivery_limit` deliveries are not handed out: they are returned in the second list,
+    /// to be archived (dead-lettered or dropped) by the caller with [`Self::archive`].
+    pub fn acquire(
+        &mut self,
+        consumer: ConsumerId,
+        n: usize,
+        delivery_limit: Option<u32>,
+    ) -> (Vec<Acquired>, Vec<u64>) {
+        let mut out = Vec::new();
+        let mut over_limit = Vec::new();
+        while out.len() < n {
+            let Some(&(rank, offset)) = self.available.first() else {
+                break;
+            };
+            self.available.remove(&(rank, offset));
+            let p = self.pending.get_mut(&offset).expect("available is pending");
+            if delivery_limit.is_some_and(|limit| p.deliveries >= limit) {
+                over_limit.push(offset);
+                p.holder = Some(consumer);
+                self.held.entry(consumer).or_default().insert(offset);
+                continue;
+            }
+            out.push(Acquired {
+                offset,
+                redelivered: p.deliveries > 0,
+                deliveries: p.deliveries + 1,
+            });
+            p.deliveries += 1;
+            p.holder = Some(consumer);
+            self.held.entry(consumer).or_default().insert(offset);
+        }
+        (out, over_limit)
+    }
+
+    /// The change that records an acquisition, for the journal.
+    pub fn delivered_change(acquired: &[Acquired]) -> Change {
+        Change::Delivered(acquired.iter().map(|a| (a.offset, a.deliveries)).collect())
+    }
+
+    /// Settles records `consumer` holds: acknowledged or archived records finish. Offsets it
+    /// does not hold are returned as errors (AMQP's unknown delivery tag is a channel error,
+    /// which the caller detects before this point; here they are ignored).
+    pub fn finish(&mut self, consumer: ConsumerId, offsets: &[u64]) -> Change {
+        let mut done = Vec::with_capacity(offsets.len());
+        for &offset in offsets {
+            if self.release_hold(consumer, offset) {
+                self.pending.remove(&offset);
+                self.finished.insert(offset);
+                done.push(offset);
+            }
+        }
+        self.advance_start();
+        Change::Finished(done)
+    }
+
+    /// Finishes records whether or not anyone holds them (expiry, purge, overflow).
+    pub fn archive(&mut self, offsets: &[u64]) -> Change {
+        let mut done = Vec::with_capacity(offsets.len());
+        for &offset in offsets {
+            let Some(p) = self.pending.remove(&offset) else {
+                continue;
+            };
+            match p.holder {
+                Some(c) => {
+                    if let Some(h) = self.held.get_mut(&c) {
+                        h.remove(&offset);
+                    }
+                }
+                None => {
+                    self.available.remove(&(u8::MAX - p.priority, offset));
+                }
+            }
+            self.finished.insert(offset);
+            done.push(offset);
+        }
+        self.advance_start();
+        Change::Finished(done)
+    }
+
+    /// Puts records `consumer` holds back, at their place in the queue (AMQP requeue).
+    pub fn release(&mut self, consumer: ConsumerId, offsets: &[u64]) {
+        for &offset in offsets {
+            if self.release_hold(consumer, offset) {
+                let p = self.pending.get_mut(&offset).expect("held is pending");
+                p.holder = None;
+                self.available.insert((u8::MAX - p.priority, offset));
+            }
+        }
+    }
+
+    /// Puts back everything a consumer holds (it cancelled, its channel closed or died).
+    pub fn release_all(&mut self, consumer: ConsumerId) -> Vec<u64> {
+        let held: Vec<u64> = self
+            .held
+            .remove(&consumer)
+            .map(|h| h.into_iter().collect())
+            .unwrap_or_default();
+        for &offset in &held {
+            let p = self.pending.get_mut(&offset).expect("held is pending");
+            p.holder = None;
+            self.available.insert((u8::MAX - p.priority, offset));
+        }
+        held
+    }
+
+    /// True when `consumer` holds `offset`.
+    pub fn holds(&self, consumer: ConsumerId, offset: u64) -> bool {
+        self.held
+            .get(&consumer)
+            .is_some_and(|h| h.contains(&offset))
+    }
+
+    /// Available offsets, best first (for purges and expiry scans).
+    pub fn available_offsets(&self) -> impl Iterator<Item = u64> + '_ {
+        self.available.iter().map(|(_, o)| *o)
+    }
+
+    fn release_hold(&mut self, consumer: ConsumerId, offset: u64) -> bool {
+        let held = self
+            .held
+            .get_mut(&consumer)
+            .is_some_and(|h| h.remove(&offset));
+        if held && self.held.get(&consumer).is_some_and(BTreeSet::is_empty) {
+            self.held.remove(&consumer);
+        }
+        held
+    }
+
+    fn advance_start(&mut self) {
+        while self.start < self.read_to || self.finished.contains(&self.start) {
+            if self.finished.remove(&self.start) {
+                self.start += 1;
+            } else if self.start < self.read_to && !self.pending.contains_key(&self.start) {
+                // Read, with no record at this offset: nothing to deliver.
+                self.start += 1;
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(state: &mut DeliveryState, offsets: std::ops::Range<u64>) {
+        let records: Vec<(u64, u8)> = offsets.clone().map(|o| (o, 0)).collect();
+        state.add_read(&records, offsets.end);
+    }
+
+    #[test]
+    fn competing_consumers_get_disjoint_records_and_acks_move_the_start() {
+        let mut s = DeliveryState::default();
+        read(&mut s, 0..6);
+        let (a, _) = s.acquire(1, 2, None);
+        let (b, _) = s.acquire(2, 2, None);
+        assert_eq!(a.iter().map(|x| x.offset).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(b.iter().map(|x| x.offset).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!((s.available_count(), s.acquired_count()), (2, 4));
+        // Out of order acks leave a hole; the start moves once it closes.
+        s.finish(2, &[2, 3]);
+        assert_eq!(s.start(), 0);
+        s.finish(1, &[0, 1]);
+        assert_eq!(s.start(), 4);
+        // Settling a record one does not hold changes nothing.
+        assert_eq!(s.finish(1, &[4]), Change::Finished(vec![]));
+    }
+
+    #[test]
+    fn released_records_go_back_to_their_place_and_count_as_redelivered() {
+        let mut s = DeliveryState::default();
+        read(&mut s, 0..3);
+        let (first, _) = s.acquire(1, 3, None);
+        assert!(first.iter().all(|a| !a.redelivered));
+        s.release(1, &[1]);
+        assert_eq!(s.release_all(1), vec![0, 2]);
+        let (again, _) = s.acquire(2, 3, None);
+        assert_eq!(
+            again.iter().map(|a| a.offset).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert!(again.iter().all(|a| a.redelivered && a.deliveries == 2));
+    }
+
+    #[test]
+    fn the_delivery_limit_hands_records_back_for_archiving() {
+        let mut s = DeliveryState::default();
+        read(&mut s, 0..1);
+        for _ in 0..2 {
+            let (got, over) = s.acquire(1, 1, Some(2));
+            assert_eq!((got.len(), over.len()), (1, 0));
+            s.release(1, &[0]);
+        }
+        let (got, over) = s.acquire(1, 1, Some(2));
+        assert_eq!((got.len(), &over[..]), (0, &[0][..]));
+        s.archive(&over);
+        assert_eq!(
+            (s.start(), s.available_count(), s.acquired_count()),
+            (1, 0, 0)
+        );
+    }
+
+    #[test]
+    fn higher_priorities_go_first() {
+        let mut s = DeliveryState::default();
+        s.add_read(&[(0, 0), (1, 5), (2, 9), (3, 5)], 4);
+        let (got, _) = s.acquire(1, 4, None);
+        assert_eq!(
+            got.iter().map(|a| a.offset).collect::<Vec<_>>(),
+            [2, 1, 3, 0]
+        );
+    }
+
+    #[test]
+    fn a_restart_recovers_finished_records_and_delivery_counts() {
+        let mut s = DeliveryState::default();
+        let mut durable = Durable::default();
+        read(&mut s, 0..5);
+        let (got, _) = s.acquire(1, 4, None);
+        DeliveryState::replay(&mut durable, &DeliveryState::delivered_change(&got));
+        DeliveryState::replay(&mut durable, &s.finish(1, &[0, 2]));
+        assert_eq!(durable, s.durable());
+        let mut r = DeliveryState::recover(durable);
+        assert_eq!(r.start(), 1);
+        read(&mut r, 1..5);
+        let (again, _) = r.acquire(2, 5, None);
+        let seen: Vec<(u64, bool)> = again.iter().map(|a| (a.offset, a.redelivered)).collect();
+        assert_eq!(seen, [(1, true), (3, true), (4, false)]);
+    }
+}

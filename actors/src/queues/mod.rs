@@ -1,0 +1,4 @@
+//! Queues: a log read with per-record delivery state, for the AMQP facade (and any front end
+//! that wants task-queue semantics over a topic).
+
+pub mod delivery;
