@@ -81,6 +81,14 @@ pub enum BrokerError {
         actual: &'static str,
         wanted: &'static str,
     },
+    #[error("no {kind} '{name}'")]
+    NoSuchEntity { kind: &'static str, name: String },
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    ResourceLocked(String),
+    #[error("{0}")]
+    AccessRefused(String),
     #[error("storage error: {0}")]
     Storage(#[source] StoreError),
 }

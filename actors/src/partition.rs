@@ -47,6 +47,11 @@ impl ValidatedBatch {
         &self.header
     }
 
+    /// The batch as it will be stored (before the broker stamps its offset).
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
     pub fn len(&self) -> usize {
         self.bytes.len()
     }

@@ -15,6 +15,8 @@ const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 const LOG_START: TableDefinition<(&str, u32), u64> = TableDefinition::new("log_start_offsets");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const CLUSTER: TableDefinition<&str, &str> = TableDefinition::new("cluster");
+/// Other definitions the broker keeps (queues, exchanges, bindings), by kind and name.
+const DEFINITIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("definitions");
 
 /// A topic as the broker remembers it across restarts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +43,7 @@ impl MetaStore {
         tx.open_table(LOG_START)?;
         tx.open_table(COUNTERS)?;
         tx.open_table(CLUSTER)?;
+        tx.open_table(DEFINITIONS)?;
         tx.commit()?;
         Ok(MetaStore { db })
     }
@@ -116,6 +119,38 @@ impl MetaStore {
         let tx = self.db.begin_write()?;
         tx.open_table(LOG_START)?
             .insert((topic, partition), offset)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every definition of one kind, as (name, JSON bytes). The store does not interpret them.
+    pub fn definitions(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(DEFINITIONS)?;
+        let mut out = Vec::new();
+        for entry in t.range((kind, "")..)? {
+            let (k, v) = entry?;
+            let (k_kind, name) = k.value();
+            if k_kind != kind {
+                break;
+            }
+            out.push((name.to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Inserts or replaces a definition.
+    pub fn put_definition(&self, kind: &str, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(DEFINITIONS)?.insert((kind, name), value)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes a definition (absent ones too).
+    pub fn delete_definition(&self, kind: &str, name: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(DEFINITIONS)?.remove((kind, name))?;
         tx.commit()?;
         Ok(())
     }

@@ -51,8 +51,8 @@ pub enum Change {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Durable {
     pub start: u64,
-    pub finished: Vec<u64>,
-    pub delivered: Vec<(u64, u32)>,
+    pub finished: BTreeSet<u64>,
+    pub delivered: BTreeMap<u64, u32>,
 }
 
 /// The delivery state machine of one queue.
@@ -98,18 +98,16 @@ impl DeliveryState {
 
     /// The persisted form of the state, for snapshots.
     pub fn durable(&self) -> Durable {
-        let mut delivered: Vec<(u64, u32)> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deliveries > 0 || p.holder.is_some())
-            .map(|(o, p)| (*o, p.deliveries))
-            .chain(self.recovered.iter().map(|(o, d)| (*o, *d)))
-            .collect();
-        delivered.sort_unstable();
         Durable {
             start: self.start,
-            finished: self.finished.iter().copied().collect(),
-            delivered,
+            finished: self.finished.clone(),
+            delivered: self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.deliveries > 0 || p.holder.is_some())
+                .map(|(o, p)| (*o, p.deliveries))
+                .chain(self.recovered.iter().map(|(o, d)| (*o, *d)))
+                .collect(),
         }
     }
 
@@ -117,24 +115,17 @@ impl DeliveryState {
     pub fn replay(durable: &mut Durable, change: &Change) {
         match change {
             Change::Finished(offsets) => {
-                durable.finished.extend(offsets.iter().copied());
-                durable.finished.sort_unstable();
-                durable.finished.dedup();
-                let done: BTreeSet<u64> = offsets.iter().copied().collect();
-                durable.delivered.retain(|(o, _)| !done.contains(o));
-                while durable.finished.first() == Some(&durable.start) {
-                    durable.finished.remove(0);
+                for o in offsets {
+                    durable.delivered.remove(o);
+                    if *o >= durable.start {
+                        durable.finished.insert(*o);
+                    }
+                }
+                while durable.finished.remove(&durable.start) {
                     durable.start += 1;
                 }
             }
-            Change::Delivered(counts) => {
-                for (offset, n) in counts {
-                    match durable.delivered.iter_mut().find(|(o, _)| o == offset) {
-                        Some(entry) => entry.1 = *n,
-                        None => durable.delivered.push((*offset, *n)),
-                    }
-                }
-            }
+            Change::Delivered(counts) => durable.delivered.extend(counts.iter().copied()),
         }
     }
 

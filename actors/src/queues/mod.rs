@@ -2,3 +2,7 @@
 //! that wants task-queue semantics over a topic).
 
 pub mod delivery;
+pub mod queue;
+pub mod record;
+pub mod routing;
+pub mod state_journal;

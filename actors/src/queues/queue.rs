@@ -1,0 +1,492 @@
+//! The queue actor: one per queue, the only owner of its delivery state. It reads the queue's
+//! log ahead of its consumers, hands records out by prefetch credit in turn, and journals every
+//! change so that a restart neither loses nor re-delivers an acknowledged record.
+//!
+//! Publishing does not pass through here: publishers append to the queue's partition (the only
+//! writer of the log), and the queue learns of new records by waiting on that partition.
+
+use std::collections::{HashMap, VecDeque};
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::delivery::{Change, ConsumerId, DeliveryState};
+use super::record::{self, QueueRecord};
+use super::state_journal::{LoadQueueState, QueueStateJournal, RecordQueueChange};
+use crate::catalog::Catalog;
+use crate::partition::{AwaitRecords, PartitionActor, ReadRecords};
+use crate::BrokerError;
+
+/// Records read ahead of the consumers, at most.
+const READ_AHEAD: usize = 2048;
+/// Bytes asked of the log per read.
+const READ_BYTES: usize = 1 << 20;
+/// Deliveries buffered for a consumer without acknowledgements before it is skipped.
+pub const AUTO_ACK_WINDOW: usize = 512;
+
+/// One record handed to a consumer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub consumer: ConsumerId,
+    pub offset: u64,
+    pub redelivered: bool,
+    pub record: QueueRecord,
+}
+
+/// Where a consumer's deliveries go: the front end's channel to its connection.
+pub type DeliverySink = mpsc::Sender<Delivery>;
+
+struct Consumer {
+    /// Unacknowledged deliveries allowed at once (0: no limit).
+    prefetch: u32,
+    /// Deliveries are settled on sending (AMQP no-ack).
+    auto_ack: bool,
+    sink: DeliverySink,
+}
+
+/// The actor of one queue.
+pub struct QueueActor {
+    name: String,
+    topic: String,
+    catalog: Catalog,
+    journal: Addr<QueueStateJournal>,
+    state: DeliveryState,
+    records: HashMap<u64, QueueRecord>,
+    consumers: HashMap<ConsumerId, Consumer>,
+    /// Consumers in the order they are offered records.
+    turn: VecDeque<ConsumerId>,
+    delivery_limit: Option<u32>,
+    reading: bool,
+    waiting: bool,
+    /// The high watermark of the last read.
+    log_end: u64,
+}
+
+impl QueueActor {
+    pub fn new(
+        name: String,
+        topic: String,
+        catalog: Catalog,
+        journal: Addr<QueueStateJournal>,
+        delivery_limit: Option<u32>,
+    ) -> QueueActor {
+        QueueActor {
+            name,
+            topic,
+            catalog,
+            journal,
+            state: DeliveryState::default(),
+            records: HashMap::new(),
+            consumers: HashMap::new(),
+            turn: VecDeque::new(),
+            delivery_limit,
+            reading: false,
+            waiting: false,
+            log_end: 0,
+        }
+    }
+
+    fn partition(&self) -> Option<Addr<PartitionActor>> {
+        self.catalog
+            .snapshot()
+            .partition(&self.topic, 0)
+            .and_then(|p| p.local.clone())
+    }
+
+    fn journal(&self, change: Change) {
+        self.journal.do_send(RecordQueueChange {
+            queue: self.name.clone(),
+            change,
+        });
+    }
+
+    /// Reads more of the log when the read-ahead has room, or waits for new records.
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        if self.reading || self.state.available_count() >= READ_AHEAD {
+            return;
+        }
+        let Some(addr) = self.partition() else {
+            return;
+        };
+        let from = self.state.read_to();
+        if from < self.log_end || self.log_end == 0 {
+            self.reading = true;
+            let read = addr.send(ReadRecords {
+                offset: from,
+                max_bytes: READ_BYTES,
+            });
+            ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
+                act.reading = false;
+                match res {
+                    Ok(Ok(r)) => {
+                        if !act.take_read(from, r.records, r.high_watermark, r.log_start_offset) {
+                            // Retry later rather than spin on a batch that does not decode.
+                            act.reading = true;
+                            ctx.run_later(std::time::Duration::from_secs(1), |act, ctx| {
+                                act.reading = false;
+                                act.fill(ctx);
+                            });
+                            return;
+                        }
+                    }
+                    Ok(Err(BrokerError::OffsetOutOfRange { start, end, .. })) => {
+                        // Retention removed records the queue had not finished: skip them.
+                        act.log_end = end;
+                        if from < start {
+                            warn!(queue = %act.name, from, start, "records removed before delivery");
+                            let gone: Vec<u64> = (from..start).collect();
+                            act.state.add_read(&[], start);
+                            act.journal(Change::Finished(gone));
+                        }
+                    }
+                    Ok(Err(e)) => warn!(queue = %act.name, error = %e, "queue read failed"),
+                    Err(_) => warn!(queue = %act.name, "queue's partition is gone"),
+                }
+                act.dispatch(ctx);
+            }));
+        } else if !self.waiting {
+            self.waiting = true;
+            let wait = addr.send(AwaitRecords { offset: from });
+            ctx.spawn(wait.into_actor(self).map(move |res, act, ctx| {
+                act.waiting = false;
+                if res.is_ok() {
+                    // Something was appended: the next fill reads it.
+                    act.log_end = act.log_end.max(from + 1);
+                    act.dispatch(ctx);
+                }
+            }));
+        }
+    }
+
+    /// Takes what a read returned; false when it does not decode.
+    fn take_read(
+        &mut self,
+        from: u64,
+        bytes: bytes::Bytes,
+        high_watermark: u64,
+        log_start: u64,
+    ) -> bool {
+        self.log_end = high_watermark;
+        let from = from.max(log_start);
+        let stored = match record::decode(bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(queue = %self.name, offset = from, error = %e, "undecodable batch");
+                return false;
+            }
+        };
+        let through = stored.last().map_or(from, |r| r.offset + 1).max(from);
+        let now = crate::offsets_journal::now_ms();
+        let mut ranked = Vec::with_capacity(stored.len());
+        let mut expired = Vec::new();
+        for s in stored.into_iter().filter(|s| s.offset >= from) {
+            if s.record.expires_at_ms().is_some_and(|at| at <= now) {
+                expired.push(s.offset);
+            }
+            ranked.push((s.offset, s.record.priority()));
+            self.records.insert(s.offset, s.record);
+        }
+        self.state.add_read(&ranked, through);
+        if !expired.is_empty() {
+            self.finish_archived(&expired);
+        }
+        true
+    }
+
+    fn finish_archived(&mut self, offsets: &[u64]) {
+        let change = self.state.archive(offsets);
+        if let Change::Finished(done) = &change {
+            for o in done {
+                self.records.remove(o);
+            }
+        }
+        self.journal(change);
+    }
+
+    /// Hands available records to consumers with credit, one each in turn.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        let mut delivered = Vec::new();
+        let mut settled = Vec::new();
+        let mut over_limit = Vec::new();
+        let now = crate::offsets_journal::now_ms();
+        let mut idle_rounds = 0;
+        while self.state.available_count() > 0 && idle_rounds < self.turn.len() {
+            let Some(id) = self.turn.pop_front() else {
+                break;
+            };
+            self.turn.push_back(id);
+            let c = &self.consumers[&id];
+            let credit = if c.auto_ack {
+                c.sink.capacity().min(AUTO_ACK_WINDOW)
+            } else if c.prefetch == 0 {
+                c.sink.capacity()
+            } else {
+                (c.prefetch as usize)
+                    .saturating_sub(self.state.held_by(id))
+                    .min(c.sink.capacity())
+            };
+            if credit == 0 {
+                idle_rounds += 1;
+                continue;
+            }
+            idle_rounds = 0;
+            let (got, over) = self.state.acquire(id, 1, self.delivery_limit);
+            over_limit.extend(over);
+            for a in got {
+                let record = self.records[&a.offset].clone();
+                if record.expires_at_ms().is_some_and(|at| at <= now) {
+                    over_limit.push(a.offset);
+                    continue;
+                }
+                let auto_ack = self.consumers[&id].auto_ack;
+                let sent = self.consumers[&id].sink.try_send(Delivery {
+                    consumer: id,
+                    offset: a.offset,
+                    redelivered: a.redelivered,
+                    record,
+                });
+                if sent.is_err() {
+                    // The consumer went away or is full: back in line.
+                    self.state.release(id, &[a.offset]);
+                    continue;
+                }
+                delivered.push(a);
+                if auto_ack {
+                    settled.push((id, a.offset));
+                }
+            }
+        }
+        if !delivered.is_empty() {
+            self.journal(DeliveryState::delivered_change(&delivered));
+        }
+        for (id, offset) in settled {
+            self.settle(id, &[offset], Outcome::Ack);
+        }
+        if !over_limit.is_empty() {
+            debug!(queue = %self.name, count = over_limit.len(), "archived (delivery limit or expiry)");
+            self.finish_archived(&over_limit);
+        }
+        self.fill(ctx);
+    }
+
+    fn settle(&mut self, consumer: ConsumerId, offsets: &[u64], outcome: Outcome) {
+        match outcome {
+            Outcome::Ack | Outcome::Reject => {
+                let change = self.state.finish(consumer, offsets);
+                if let Change::Finished(done) = &change {
+                    for o in done {
+                        self.records.remove(o);
+                    }
+                }
+                self.journal(change);
+            }
+            Outcome::Requeue => self.state.release(consumer, offsets),
+        }
+    }
+}
+
+impl Actor for QueueActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Nothing else is handled until the durable state is back.
+        let load = self.journal.send(LoadQueueState {
+            queue: self.name.clone(),
+        });
+        ctx.wait(load.into_actor(self).map(|res, act, ctx| {
+            if let Ok(durable) = res {
+                act.state = DeliveryState::recover(durable);
+            }
+            act.fill(ctx);
+        }));
+    }
+}
+
+/// How a consumer settles deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: the record is finished.
+    Ack,
+    /// Put back at its place for another delivery (AMQP requeue).
+    Requeue,
+    /// Refused without requeue: finished (archived).
+    Reject,
+}
+
+/// Starts delivering to a consumer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddConsumer {
+    pub consumer: ConsumerId,
+    pub prefetch: u32,
+    pub auto_ack: bool,
+    pub sink: DeliverySink,
+}
+
+impl Handler<AddConsumer> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddConsumer, ctx: &mut Context<Self>) {
+        self.consumers.insert(
+            msg.consumer,
+            Consumer {
+                prefetch: msg.prefetch,
+                auto_ack: msg.auto_ack,
+                sink: msg.sink,
+            },
+        );
+        self.turn.push_back(msg.consumer);
+        self.dispatch(ctx);
+    }
+}
+
+/// Stops delivering to a consumer. `requeue`: what it holds goes back to the queue (a
+/// cancelled AMQP consumer's unacknowledged deliveries stay with its channel, so the channel
+/// releases them when it closes).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveConsumer {
+    pub consumer: ConsumerId,
+    pub requeue: bool,
+}
+
+impl Handler<RemoveConsumer> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveConsumer, ctx: &mut Context<Self>) {
+        self.consumers.remove(&msg.consumer);
+        self.turn.retain(|c| *c != msg.consumer);
+        if msg.requeue {
+            self.state.release_all(msg.consumer);
+        }
+        self.dispatch(ctx);
+    }
+}
+
+/// Settles deliveries a consumer holds.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SettleDeliveries {
+    pub consumer: ConsumerId,
+    pub offsets: Vec<u64>,
+    pub outcome: Outcome,
+}
+
+impl Handler<SettleDeliveries> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SettleDeliveries, ctx: &mut Context<Self>) {
+        self.settle(msg.consumer, &msg.offsets, msg.outcome);
+        self.dispatch(ctx);
+    }
+}
+
+/// Releases everything a consumer holds (its channel closed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReleaseAll {
+    pub consumer: ConsumerId,
+}
+
+impl Handler<ReleaseAll> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReleaseAll, ctx: &mut Context<Self>) {
+        self.state.release_all(msg.consumer);
+        self.dispatch(ctx);
+    }
+}
+
+/// Takes one record for `consumer` without a subscription (AMQP basic.get), if one is ready.
+#[derive(Message)]
+#[rtype(result = "Option<Delivery>")]
+pub struct TakeOne {
+    pub consumer: ConsumerId,
+    pub auto_ack: bool,
+}
+
+impl Handler<TakeOne> for QueueActor {
+    type Result = MessageResult<TakeOne>;
+
+    fn handle(&mut self, msg: TakeOne, ctx: &mut Context<Self>) -> Self::Result {
+        let now = crate::offsets_journal::now_ms();
+        let taken = loop {
+            let (got, over) = self.state.acquire(msg.consumer, 1, self.delivery_limit);
+            if !over.is_empty() {
+                self.finish_archived(&over);
+                continue;
+            }
+            let Some(a) = got.into_iter().next() else {
+                break None;
+            };
+            let record = self.records[&a.offset].clone();
+            if record.expires_at_ms().is_some_and(|at| at <= now) {
+                self.finish_archived(&[a.offset]);
+                continue;
+            }
+            self.journal(DeliveryState::delivered_change(&[a]));
+            break Some(Delivery {
+                consumer: msg.consumer,
+                offset: a.offset,
+                redelivered: a.redelivered,
+                record,
+            });
+        };
+        if let (Some(d), true) = (&taken, msg.auto_ack) {
+            self.settle(msg.consumer, &[d.offset], Outcome::Ack);
+        }
+        self.fill(ctx);
+        MessageResult(taken)
+    }
+}
+
+/// Counts, as queue.declare-ok and the metrics report them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueCounts {
+    /// Ready to deliver (read ahead or still in the log).
+    pub ready: u64,
+    /// Delivered and not yet settled.
+    pub unacked: u64,
+    pub consumers: u32,
+}
+
+/// The queue's counts.
+#[derive(Message)]
+#[rtype(result = "QueueCounts")]
+pub struct CountMessages;
+
+impl Handler<CountMessages> for QueueActor {
+    type Result = MessageResult<CountMessages>;
+
+    fn handle(&mut self, _: CountMessages, _: &mut Context<Self>) -> Self::Result {
+        // The log's end as of the last read: records appended since are counted once read.
+        let unread = self.log_end.saturating_sub(self.state.read_to());
+        MessageResult(QueueCounts {
+            ready: self.state.available_count() as u64 + unread,
+            unacked: self.state.acquired_count() as u64,
+            consumers: self.consumers.len() as u32,
+        })
+    }
+}
+
+/// Archives every ready record (AMQP queue.purge); answers how many.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct PurgeReady;
+
+impl Handler<PurgeReady> for QueueActor {
+    type Result = MessageResult<PurgeReady>;
+
+    fn handle(&mut self, _: PurgeReady, _: &mut Context<Self>) -> Self::Result {
+        let ready: Vec<u64> = self.state.available_offsets().collect();
+        let unread = self.log_end.saturating_sub(self.state.read_to());
+        self.finish_archived(&ready);
+        if unread > 0 {
+            let from = self.state.read_to();
+            self.state.add_read(&[], self.log_end);
+            self.journal(Change::Finished((from..self.log_end).collect()));
+        }
+        MessageResult(ready.len() as u64 + unread)
+    }
+}

@@ -1,0 +1,164 @@
+//! Records as queues store them: Kafka's record model (key, value, headers, timestamp) in the
+//! broker's batch format, so a queue's topic can be read and fed by Kafka clients. Queues read
+//! two headers of their own: [`PRIORITY_HEADER`] and [`EXPIRES_HEADER`].
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::partition::ValidatedBatch;
+use crate::BrokerError;
+
+/// Delivery priority of a record (decimal, 0-255; higher first). Absent: 0.
+pub const PRIORITY_HEADER: &str = "spool.priority";
+/// When a record expires (ms since the epoch, decimal): it is then archived, not delivered.
+pub const EXPIRES_HEADER: &str = "spool.expires-at-ms";
+
+/// One record, as published to a queue or read back from its log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QueueRecord {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    pub timestamp_ms: i64,
+}
+
+impl QueueRecord {
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_ref())
+    }
+
+    fn number_header<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
+        std::str::from_utf8(self.header(name)?).ok()?.parse().ok()
+    }
+
+    /// Delivery priority ([`PRIORITY_HEADER`]), 0 when absent or unreadable.
+    pub fn priority(&self) -> u8 {
+        self.number_header(PRIORITY_HEADER).unwrap_or(0)
+    }
+
+    /// Expiry time ([`EXPIRES_HEADER`]), if any.
+    pub fn expires_at_ms(&self) -> Option<i64> {
+        self.number_header(EXPIRES_HEADER)
+    }
+}
+
+/// A record read from a queue's log, with its offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub offset: u64,
+    pub record: QueueRecord,
+}
+
+fn codec_error(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::CorruptBatch(e.to_string())
+}
+
+/// Encodes records as one uncompressed batch, ready to append.
+pub fn encode(records: &[QueueRecord]) -> Result<ValidatedBatch, BrokerError> {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // One batch: the encoder splits where offset - sequence changes.
+            sequence: i as i32,
+            timestamp: r.timestamp_ms,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone()))
+                .collect(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(codec_error)?;
+    // The encoder writes a producer-less batch with base sequence 0; a sequence only means
+    // something with a producer id, so mark it absent as Kafka's producers do.
+    buf[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    let crc = crc32c::crc32c(&buf[21..]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    ValidatedBatch::new(buf.freeze())
+}
+
+/// Decodes the batches a read returned (any codec), skipping control records. Records are
+/// returned in offset order.
+pub fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, BrokerError> {
+    let mut buf = bytes;
+    let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(codec_error)?;
+    Ok(sets
+        .into_iter()
+        .flat_map(|set| set.records)
+        .filter(|r| !r.control)
+        .map(|r| StoredRecord {
+            offset: r.offset as u64,
+            record: QueueRecord {
+                key: r.key,
+                value: r.value,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                timestamp_ms: r.timestamp,
+            },
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_a_batch() {
+        let records = vec![
+            QueueRecord {
+                key: Some(Bytes::from_static(b"rk")),
+                value: Some(Bytes::from_static(b"body")),
+                headers: vec![
+                    (PRIORITY_HEADER.into(), Some(Bytes::from_static(b"7"))),
+                    ("empty".into(), None),
+                ],
+                timestamp_ms: 1_700_000_000_000,
+            },
+            QueueRecord {
+                value: Some(Bytes::from_static(b"second")),
+                timestamp_ms: 1_700_000_000_001,
+                ..QueueRecord::default()
+            },
+        ];
+        let batch = encode(&records).unwrap();
+        assert_eq!(batch.header().records_count, 2);
+        let back = decode(batch.bytes().clone()).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!((back[0].offset, back[1].offset), (0, 1));
+        assert_eq!(back[0].record, records[0]);
+        assert_eq!(back[0].record.priority(), 7);
+        assert_eq!(back[1].record.priority(), 0);
+        assert_eq!(back[1].record.expires_at_ms(), None);
+    }
+}

@@ -1,0 +1,155 @@
+//! Every queue's delivery state, kept durable in a [`Journal`] (as Kafka keeps share-group
+//! state in `__share_group_state`). Queue actors send each change here as it happens; a
+//! restarted queue loads its state back.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use spool_store::MetaStore;
+
+use super::delivery::{Change, DeliveryState, Durable};
+use crate::journal::{Journal, JournalState};
+use crate::BrokerError;
+
+/// Where the journal lives under the data directory.
+pub const STATE_JOURNAL_DIR: &str = "__queue_state";
+
+/// One frame of the journal.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum QueueFrame {
+    Change { queue: String, change: Change },
+    Snapshot { queue: String, state: Durable },
+    Deleted { queue: String },
+}
+
+/// Every queue's durable state.
+#[derive(Default)]
+pub struct QueueStates(HashMap<String, Durable>);
+
+impl JournalState for QueueStates {
+    type Frame = QueueFrame;
+
+    fn apply(&mut self, frame: QueueFrame) {
+        match frame {
+            QueueFrame::Change { queue, change } => {
+                DeliveryState::replay(self.0.entry(queue).or_default(), &change)
+            }
+            QueueFrame::Snapshot { queue, state } => {
+                self.0.insert(queue, state);
+            }
+            QueueFrame::Deleted { queue } => {
+                self.0.remove(&queue);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<QueueFrame> {
+        self.0
+            .iter()
+            .map(|(queue, state)| QueueFrame::Snapshot {
+                queue: queue.clone(),
+                state: state.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The only writer of the queue-state journal.
+pub struct QueueStateJournal {
+    journal: Journal<QueueStates>,
+}
+
+impl QueueStateJournal {
+    /// Opens (recovering) the journal under `data_dir`.
+    pub fn open(
+        data_dir: &Path,
+        meta: Arc<MetaStore>,
+        flush_ms: Option<u64>,
+    ) -> Result<QueueStateJournal, BrokerError> {
+        Ok(QueueStateJournal {
+            journal: Journal::open(data_dir, STATE_JOURNAL_DIR, meta, flush_ms)?,
+        })
+    }
+}
+
+impl Actor for QueueStateJournal {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.journal.tick_interval(), |act, ctx| {
+            Journal::tick(act, ctx, |a| &mut a.journal)
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.journal.flush();
+    }
+}
+
+/// Records one queue's change. Sent with `do_send` in the order changes happen; the write
+/// reaches the page cache before the next message is handled.
+#[derive(Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct RecordQueueChange {
+    pub queue: String,
+    pub change: Change,
+}
+
+impl Handler<RecordQueueChange> for QueueStateJournal {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: RecordQueueChange, _: &mut Context<Self>) -> Self::Result {
+        let empty = match &msg.change {
+            Change::Finished(o) => o.is_empty(),
+            Change::Delivered(d) => d.is_empty(),
+        };
+        if empty {
+            return Ok(());
+        }
+        self.journal.record(QueueFrame::Change {
+            queue: msg.queue,
+            change: msg.change,
+        })
+    }
+}
+
+/// A queue's durable state, as a (re)starting queue actor loads it.
+#[derive(Message)]
+#[rtype(result = "Durable")]
+pub struct LoadQueueState {
+    pub queue: String,
+}
+
+impl Handler<LoadQueueState> for QueueStateJournal {
+    type Result = MessageResult<LoadQueueState>;
+
+    fn handle(&mut self, msg: LoadQueueState, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.journal
+                .state()
+                .0
+                .get(&msg.queue)
+                .cloned()
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// Forgets a deleted queue's state.
+#[derive(Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct ForgetQueueState {
+    pub queue: String,
+}
+
+impl Handler<ForgetQueueState> for QueueStateJournal {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: ForgetQueueState, _: &mut Context<Self>) -> Self::Result {
+        self.journal
+            .record(QueueFrame::Deleted { queue: msg.queue })
+    }
+}
