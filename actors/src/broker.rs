@@ -11,6 +11,9 @@ use crate::catalog::{Catalog, CatalogSnapshot, NodeInfo};
 use crate::group::GroupConfig;
 use crate::group_registry::GroupRegistry;
 use crate::offsets_journal::OffsetsJournal;
+use crate::queues::registry::QueueRegistry;
+use crate::queues::routing::Routes;
+use crate::queues::state_journal::QueueStateJournal;
 use crate::registry::TopicRegistry;
 use crate::BrokerError;
 
@@ -41,6 +44,10 @@ pub struct Broker {
     /// Finds the coordinator actor of each consumer group.
     pub groups: Addr<GroupRegistry>,
     pub catalog: Catalog,
+    /// Queues, exchanges and bindings (the AMQP facade's model).
+    pub queues: Addr<QueueRegistry>,
+    /// The routing table front ends route publishes with.
+    pub routes: Routes,
 }
 
 impl Broker {
@@ -80,12 +87,32 @@ impl Broker {
             arbiters.clone(),
             known_groups,
         );
-        let registry = TopicRegistry::recover(config.clone(), meta, catalog.clone(), arbiters)?;
+        let queue_journal =
+            QueueStateJournal::open(&config.data_dir, meta.clone(), config.log_defaults.flush_ms)?
+                .start();
+        let registry = TopicRegistry::recover(
+            config.clone(),
+            meta.clone(),
+            catalog.clone(),
+            arbiters.clone(),
+        )?
+        .start();
+        let routes = Routes::default();
+        let queues = QueueRegistry::recover(
+            meta,
+            registry.clone(),
+            catalog.clone(),
+            queue_journal,
+            arbiters,
+            routes.clone(),
+        )?;
         Ok(Broker {
             config,
-            registry: registry.start(),
+            registry,
             groups: groups.start(),
             catalog,
+            queues: queues.start(),
+            routes,
         })
     }
 }

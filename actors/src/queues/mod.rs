@@ -4,5 +4,6 @@
 pub mod delivery;
 pub mod queue;
 pub mod record;
+pub mod registry;
 pub mod routing;
 pub mod state_journal;

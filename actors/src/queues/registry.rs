@@ -1,0 +1,719 @@
+//! The queue registry: owns queue, exchange and binding definitions (durable ones in redb),
+//! starts one [`QueueActor`] per queue, and publishes the [`RoutingTable`] front ends route
+//! with. A queue's records live in a topic of the same name (or, when the name is not a legal
+//! topic name, an escaped one), so Kafka clients can read and feed it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use spool_store::MetaStore;
+use tracing::{info, warn};
+
+use super::queue::{CountMessages, QueueActor, QueueCounts};
+use super::routing::{
+    Arguments, Binding, ExchangeDef, ExchangeKind, QueueTarget, Routes, RoutingTable,
+};
+use super::state_journal::{ForgetQueueState, QueueStateJournal};
+use crate::catalog::Catalog;
+use crate::registry::{validate_topic_name, CreateTopic, DeleteTopic, TopicRegistry};
+use crate::BrokerError;
+
+const QUEUE: &str = "queue";
+const EXCHANGE: &str = "exchange";
+const BINDING: &str = "binding";
+
+/// Identifies a client connection, for exclusive queues.
+pub type ConnectionId = u64;
+
+/// A queue's definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueDef {
+    pub name: String,
+    /// The topic holding its records.
+    pub topic: String,
+    /// The queue created its topic (and deletes it with itself).
+    pub owns_topic: bool,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub arguments: Arguments,
+    /// The connection that owns an exclusive queue (exclusive queues are never durable).
+    #[serde(skip)]
+    pub exclusive_owner: Option<ConnectionId>,
+}
+
+impl QueueDef {
+    /// `x-delivery-limit`, when set.
+    pub fn delivery_limit(&self) -> Option<u32> {
+        self.arguments
+            .get("x-delivery-limit")
+            .and_then(serde_json::Value::as_u64)
+            .map(|n| n.min(u32::MAX as u64) as u32)
+    }
+}
+
+struct QueueEntry {
+    def: QueueDef,
+    addr: Addr<QueueActor>,
+}
+
+/// The topic for a queue: its own name when that is a legal topic name, otherwise the name with
+/// every other byte escaped as `_XX` (and `_` as `__`), prefixed `amqp.`.
+pub fn topic_for_queue(name: &str) -> String {
+    if validate_topic_name(name).is_ok() {
+        return name.to_string();
+    }
+    let mut out = String::from("amqp.");
+    for b in name.bytes() {
+        match b {
+            b'_' => out.push_str("__"),
+            b if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' => out.push(b as char),
+            b => out.push_str(&format!("_{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The exchanges every vhost has.
+fn predeclared() -> Vec<ExchangeDef> {
+    [
+        ("amq.direct", ExchangeKind::Direct),
+        ("amq.fanout", ExchangeKind::Fanout),
+        ("amq.topic", ExchangeKind::Topic),
+        ("amq.headers", ExchangeKind::Headers),
+        ("amq.match", ExchangeKind::Headers),
+    ]
+    .into_iter()
+    .map(|(name, kind)| ExchangeDef {
+        name: name.into(),
+        kind,
+        durable: true,
+        auto_delete: false,
+        internal: false,
+        arguments: Arguments::new(),
+    })
+    .collect()
+}
+
+/// Owns the definitions and the queue actors.
+pub struct QueueRegistry {
+    meta: Arc<MetaStore>,
+    topics: Addr<TopicRegistry>,
+    catalog: Catalog,
+    journal: Addr<QueueStateJournal>,
+    routes: Routes,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+    queues: BTreeMap<String, QueueEntry>,
+    exchanges: BTreeMap<String, ExchangeDef>,
+    bindings: BTreeSet<Binding>,
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("definitions serialize")
+}
+
+impl QueueRegistry {
+    /// Loads the durable definitions. Queue actors start when the registry does.
+    pub fn recover(
+        meta: Arc<MetaStore>,
+        topics: Addr<TopicRegistry>,
+        catalog: Catalog,
+        journal: Addr<QueueStateJournal>,
+        arbiters: Vec<ArbiterHandle>,
+        routes: Routes,
+    ) -> Result<QueueRegistry, BrokerError> {
+        let mut reg = QueueRegistry {
+            meta,
+            topics,
+            catalog,
+            journal,
+            routes,
+            arbiters,
+            next_arbiter: 0,
+            queues: BTreeMap::new(),
+            exchanges: predeclared()
+                .into_iter()
+                .map(|e| (e.name.clone(), e))
+                .collect(),
+            bindings: BTreeSet::new(),
+        };
+        for (_, bytes) in reg.meta.definitions(EXCHANGE)? {
+            match serde_json::from_slice::<ExchangeDef>(&bytes) {
+                Ok(e) => {
+                    reg.exchanges.insert(e.name.clone(), e);
+                }
+                Err(e) => warn!(error = %e, "unreadable exchange definition skipped"),
+            }
+        }
+        let mut defs = Vec::new();
+        for (_, bytes) in reg.meta.definitions(QUEUE)? {
+            match serde_json::from_slice::<QueueDef>(&bytes) {
+                Ok(q) => defs.push(q),
+                Err(e) => warn!(error = %e, "unreadable queue definition skipped"),
+            }
+        }
+        for (_, bytes) in reg.meta.definitions(BINDING)? {
+            match serde_json::from_slice::<Binding>(&bytes) {
+                Ok(b) => {
+                    reg.bindings.insert(b);
+                }
+                Err(e) => warn!(error = %e, "unreadable binding skipped"),
+            }
+        }
+        info!(
+            queues = defs.len(),
+            exchanges = reg.exchanges.len(),
+            bindings = reg.bindings.len(),
+            "queue definitions recovered"
+        );
+        for def in defs {
+            let addr = reg.start_queue(&def);
+            reg.queues
+                .insert(def.name.clone(), QueueEntry { def, addr });
+        }
+        reg.publish();
+        Ok(reg)
+    }
+
+    fn start_queue(&mut self, def: &QueueDef) -> Addr<QueueActor> {
+        let actor = QueueActor::new(
+            def.name.clone(),
+            def.topic.clone(),
+            self.catalog.clone(),
+            self.journal.clone(),
+            def.delivery_limit(),
+        );
+        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+        self.next_arbiter += 1;
+        QueueActor::start_in_arbiter(arbiter, move |_| actor)
+    }
+
+    /// Publishes the routing table front ends read.
+    fn publish(&self) {
+        self.routes.publish(RoutingTable {
+            exchanges: self.exchanges.clone(),
+            bindings: self.bindings.clone(),
+            queues: self
+                .queues
+                .values()
+                .map(|q| {
+                    (
+                        q.def.name.clone(),
+                        QueueTarget {
+                            name: q.def.name.clone(),
+                            topic: q.def.topic.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        });
+    }
+
+    fn queue(&self, name: &str, conn: ConnectionId) -> Result<&QueueEntry, BrokerError> {
+        let q = self.queues.get(name).ok_or_else(|| no_queue(name))?;
+        if q.def.exclusive_owner.is_some_and(|owner| owner != conn) {
+            return Err(locked(name));
+        }
+        Ok(q)
+    }
+
+    fn remove_queue(&mut self, name: &str) -> Option<QueueEntry> {
+        let q = self.queues.remove(name)?;
+        self.bindings.retain(|b| b.queue != name);
+        if q.def.durable {
+            if let Err(e) = self.meta.delete_definition(QUEUE, name) {
+                warn!(queue = name, error = %e, "could not delete the queue's definition");
+            }
+        }
+        for b in self.meta.definitions(BINDING).unwrap_or_default() {
+            if serde_json::from_slice::<Binding>(&b.1).is_ok_and(|x| x.queue == name) {
+                let _ = self.meta.delete_definition(BINDING, &b.0);
+            }
+        }
+        self.journal.do_send(ForgetQueueState {
+            queue: name.to_string(),
+        });
+        if q.def.owns_topic {
+            self.topics.do_send(DeleteTopic {
+                name: q.def.topic.clone(),
+            });
+        }
+        // Dropping the address stops the actor once its mailbox drains; its consumers' sinks
+        // close, which tells their channels the consumer was cancelled.
+        self.publish();
+        Some(q)
+    }
+}
+
+fn no_queue(name: &str) -> BrokerError {
+    BrokerError::NoSuchEntity {
+        kind: "queue",
+        name: format!("{name}' in vhost '/"),
+    }
+}
+
+fn no_exchange(name: &str) -> BrokerError {
+    BrokerError::NoSuchEntity {
+        kind: "exchange",
+        name: format!("{name}' in vhost '/"),
+    }
+}
+
+fn locked(name: &str) -> BrokerError {
+    BrokerError::ResourceLocked(format!(
+        "cannot obtain exclusive access to locked queue '{name}' in vhost '/'. It could be \
+         originally declared on another connection or the exclusive property value does not \
+         match that of the original declaration."
+    ))
+}
+
+fn inequivalent(
+    what: &str,
+    arg: &str,
+    name: &str,
+    received: String,
+    current: String,
+) -> BrokerError {
+    BrokerError::PreconditionFailed(format!(
+        "inequivalent arg '{arg}' for {what} '{name}' in vhost '/': received {received} but \
+         current is {current}"
+    ))
+}
+
+impl Actor for QueueRegistry {
+    type Context = Context<Self>;
+}
+
+/// A declared (or found) queue.
+#[derive(Debug, Clone)]
+pub struct DeclaredQueue {
+    pub name: String,
+    pub counts: QueueCounts,
+    pub addr: Addr<QueueActor>,
+}
+
+/// Declares a queue (AMQP queue.declare).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<DeclaredQueue, BrokerError>")]
+pub struct DeclareQueue {
+    /// Empty: the broker names it.
+    pub name: String,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: Arguments,
+    pub connection: ConnectionId,
+}
+
+impl Handler<DeclareQueue> for QueueRegistry {
+    type Result = AtomicResponse<Self, Result<DeclaredQueue, BrokerError>>;
+
+    fn handle(&mut self, msg: DeclareQueue, _: &mut Context<Self>) -> Self::Result {
+        let found = |q: &QueueEntry| {
+            let (name, addr) = (q.def.name.clone(), q.addr.clone());
+            async move {
+                let counts = addr.send(CountMessages).await.unwrap_or_default();
+                Ok(DeclaredQueue { name, counts, addr })
+            }
+        };
+        if msg.passive {
+            return match self.queue(&msg.name, msg.connection) {
+                Ok(q) => {
+                    let fut = found(q);
+                    AtomicResponse::new(Box::pin(fut.into_actor(self)))
+                }
+                Err(e) => AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+            };
+        }
+        let checked = (|| {
+            if msg.name.starts_with("amq.") {
+                return Err(BrokerError::AccessRefused(format!(
+                    "queue name '{}' contains reserved prefix 'amq.*'",
+                    msg.name
+                )));
+            }
+            if let Some(q) = self.queues.get(&msg.name) {
+                let exclusive = q.def.exclusive_owner.is_some();
+                if q.def.exclusive_owner.is_some_and(|o| o != msg.connection) {
+                    return Err(locked(&msg.name));
+                }
+                let flag = |arg: &str, got: bool, have: bool| {
+                    (got != have).then(|| {
+                        inequivalent(
+                            "queue",
+                            arg,
+                            &msg.name,
+                            format!("'{got}'"),
+                            format!("'{have}'"),
+                        )
+                    })
+                };
+                if let Some(e) = flag("durable", msg.durable, q.def.durable)
+                    .or_else(|| flag("exclusive", msg.exclusive, exclusive))
+                    .or_else(|| flag("auto_delete", msg.auto_delete, q.def.auto_delete))
+                {
+                    return Err(e);
+                }
+                for key in msg.arguments.keys().chain(q.def.arguments.keys()) {
+                    let (got, have) = (msg.arguments.get(key), q.def.arguments.get(key));
+                    if got != have {
+                        let show = |v: Option<&serde_json::Value>| {
+                            v.map_or("none".to_string(), |v| format!("'{v}'"))
+                        };
+                        return Err(inequivalent("queue", key, &msg.name, show(got), show(have)));
+                    }
+                }
+                return Ok(true);
+            }
+            Ok(false)
+        })();
+        match checked {
+            Err(e) => AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+            Ok(true) => {
+                let q = &self.queues[&msg.name];
+                AtomicResponse::new(Box::pin(found(q).into_actor(self)))
+            }
+            Ok(false) => {
+                let name = if msg.name.is_empty() {
+                    format!("amq.gen-{}", uuid::Uuid::new_v4().simple())
+                } else {
+                    msg.name.clone()
+                };
+                let topic = topic_for_queue(&name);
+                let existing = self.catalog.snapshot().topic(&topic).cloned();
+                let create = self.topics.send(CreateTopic {
+                    name: topic.clone(),
+                    partitions: Some(1),
+                    replication_factor: None,
+                    configs: BTreeMap::new(),
+                    validate_only: false,
+                });
+                let fut = async move {
+                    match existing {
+                        Some(t) if t.partitions.len() != 1 => Err(BrokerError::PreconditionFailed(format!(
+                            "topic '{topic}' has {} partitions; a queue reads a topic of one partition",
+                            t.partitions.len()
+                        ))),
+                        Some(_) => Ok((topic, false)),
+                        None => match create.await {
+                            Ok(Ok(_)) => Ok((topic, true)),
+                            Ok(Err(e)) => Err(e),
+                            Err(_) => Err(BrokerError::PreconditionFailed("the topic registry is gone".into())),
+                        },
+                    }
+                }
+                .into_actor(self)
+                .then(move |res, act, _| {
+                    let result = res.and_then(|(topic, owns_topic)| {
+                        let def = QueueDef {
+                            name: name.clone(),
+                            topic,
+                            owns_topic,
+                            durable: msg.durable && !msg.exclusive,
+                            auto_delete: msg.auto_delete,
+                            arguments: msg.arguments,
+                            exclusive_owner: msg.exclusive.then_some(msg.connection),
+                        };
+                        if def.durable {
+                            act.meta.put_definition(QUEUE, &name, &json(&def))?;
+                        }
+                        let addr = act.start_queue(&def);
+                        info!(queue = %name, topic = %def.topic, durable = def.durable, "queue declared");
+                        act.queues.insert(name.clone(), QueueEntry { def, addr: addr.clone() });
+                        act.publish();
+                        Ok(DeclaredQueue {
+                            name,
+                            counts: QueueCounts::default(),
+                            addr,
+                        })
+                    });
+                    fut::ready(result)
+                });
+                AtomicResponse::new(Box::pin(fut))
+            }
+        }
+    }
+}
+
+/// Finds a queue's actor (for consume, get, purge), checking exclusivity.
+#[derive(Message)]
+#[rtype(result = "Result<Addr<QueueActor>, BrokerError>")]
+pub struct FindQueue {
+    pub name: String,
+    pub connection: ConnectionId,
+}
+
+impl Handler<FindQueue> for QueueRegistry {
+    type Result = Result<Addr<QueueActor>, BrokerError>;
+
+    fn handle(&mut self, msg: FindQueue, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.queue(&msg.name, msg.connection)?.addr.clone())
+    }
+}
+
+/// Deletes a queue (AMQP queue.delete); answers how many ready messages it had.
+#[derive(Message)]
+#[rtype(result = "Result<u64, BrokerError>")]
+pub struct DeleteQueue {
+    pub name: String,
+    pub if_unused: bool,
+    pub if_empty: bool,
+    pub connection: ConnectionId,
+}
+
+impl Handler<DeleteQueue> for QueueRegistry {
+    type Result = AtomicResponse<Self, Result<u64, BrokerError>>;
+
+    fn handle(&mut self, msg: DeleteQueue, _: &mut Context<Self>) -> Self::Result {
+        let addr = match self.queue(&msg.name, msg.connection) {
+            // Deleting a queue that does not exist succeeds (RabbitMQ 3.x).
+            Err(BrokerError::NoSuchEntity { .. }) => {
+                return AtomicResponse::new(Box::pin(fut::ready(Ok(0))))
+            }
+            Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+            Ok(q) => q.addr.clone(),
+        };
+        let fut = async move { addr.send(CountMessages).await.unwrap_or_default() }
+            .into_actor(self)
+            .map(move |counts, act, _| {
+                if msg.if_unused && counts.consumers > 0 {
+                    return Err(BrokerError::PreconditionFailed(format!(
+                        "queue '{}' in vhost '/' in use",
+                        msg.name
+                    )));
+                }
+                if msg.if_empty && counts.ready > 0 {
+                    return Err(BrokerError::PreconditionFailed(format!(
+                        "queue '{}' in vhost '/' is not empty",
+                        msg.name
+                    )));
+                }
+                act.remove_queue(&msg.name);
+                info!(queue = %msg.name, "queue deleted");
+                Ok(counts.ready)
+            });
+        AtomicResponse::new(Box::pin(fut))
+    }
+}
+
+/// Deletes the exclusive queues of a connection that closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectionClosed {
+    pub connection: ConnectionId,
+}
+
+impl Handler<ConnectionClosed> for QueueRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionClosed, _: &mut Context<Self>) {
+        let owned: Vec<String> = self
+            .queues
+            .values()
+            .filter(|q| q.def.exclusive_owner == Some(msg.connection))
+            .map(|q| q.def.name.clone())
+            .collect();
+        for name in owned {
+            self.remove_queue(&name);
+        }
+    }
+}
+
+/// Declares an exchange (AMQP exchange.declare).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct DeclareExchange {
+    pub name: String,
+    /// The AMQP type name.
+    pub kind: String,
+    pub passive: bool,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: Arguments,
+}
+
+impl Handler<DeclareExchange> for QueueRegistry {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: DeclareExchange, _: &mut Context<Self>) -> Self::Result {
+        if msg.name.is_empty() {
+            return if msg.passive {
+                Ok(())
+            } else {
+                Err(BrokerError::AccessRefused(
+                    "operation not permitted on the default exchange".into(),
+                ))
+            };
+        }
+        if let Some(e) = self.exchanges.get(&msg.name) {
+            if msg.passive {
+                return Ok(());
+            }
+            if e.kind.name() != msg.kind {
+                return Err(inequivalent(
+                    "exchange",
+                    "type",
+                    &msg.name,
+                    format!("'{}'", msg.kind),
+                    format!("'{}'", e.kind.name()),
+                ));
+            }
+            if e.durable != msg.durable {
+                return Err(inequivalent(
+                    "exchange",
+                    "durable",
+                    &msg.name,
+                    format!("'{}'", msg.durable),
+                    format!("'{}'", e.durable),
+                ));
+            }
+            return Ok(());
+        }
+        if msg.passive {
+            return Err(no_exchange(&msg.name));
+        }
+        if msg.name.starts_with("amq.") {
+            return Err(BrokerError::AccessRefused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                msg.name
+            )));
+        }
+        let kind = ExchangeKind::parse(&msg.kind).ok_or_else(|| {
+            BrokerError::InvalidRequest(format!("unknown exchange type '{}'", msg.kind))
+        })?;
+        let def = ExchangeDef {
+            name: msg.name.clone(),
+            kind,
+            durable: msg.durable,
+            auto_delete: msg.auto_delete,
+            internal: msg.internal,
+            arguments: msg.arguments,
+        };
+        if def.durable {
+            self.meta.put_definition(EXCHANGE, &def.name, &json(&def))?;
+        }
+        self.exchanges.insert(def.name.clone(), def);
+        self.publish();
+        Ok(())
+    }
+}
+
+/// Deletes an exchange and its bindings.
+#[derive(Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct DeleteExchange {
+    pub name: String,
+    pub if_unused: bool,
+}
+
+impl Handler<DeleteExchange> for QueueRegistry {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: DeleteExchange, _: &mut Context<Self>) -> Self::Result {
+        if msg.name.is_empty() || msg.name.starts_with("amq.") {
+            return Err(BrokerError::AccessRefused(format!(
+                "operation not permitted on exchange '{}'",
+                msg.name
+            )));
+        }
+        if !self.exchanges.contains_key(&msg.name) {
+            return Ok(());
+        }
+        let bound: Vec<Binding> = self
+            .bindings
+            .iter()
+            .filter(|b| b.exchange == msg.name)
+            .cloned()
+            .collect();
+        if msg.if_unused && !bound.is_empty() {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "exchange '{}' in vhost '/' in use",
+                msg.name
+            )));
+        }
+        for b in bound {
+            self.meta.delete_definition(BINDING, &binding_key(&b))?;
+            self.bindings.remove(&b);
+        }
+        self.meta.delete_definition(EXCHANGE, &msg.name)?;
+        self.exchanges.remove(&msg.name);
+        self.publish();
+        Ok(())
+    }
+}
+
+fn binding_key(b: &Binding) -> String {
+    json_string(b)
+}
+
+fn json_string<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("definitions serialize")
+}
+
+/// Binds a queue to an exchange, or unbinds it (AMQP queue.bind / queue.unbind).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct ChangeBinding {
+    pub queue: String,
+    pub exchange: String,
+    pub routing_key: String,
+    pub arguments: Arguments,
+    pub bind: bool,
+    pub connection: ConnectionId,
+}
+
+impl Handler<ChangeBinding> for QueueRegistry {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: ChangeBinding, _: &mut Context<Self>) -> Self::Result {
+        let q = self.queue(&msg.queue, msg.connection)?;
+        let durable = q.def.durable;
+        if msg.exchange.is_empty() {
+            return Err(BrokerError::AccessRefused(format!(
+                "operation not permitted on the default exchange (queue '{}')",
+                msg.queue
+            )));
+        }
+        let ex = self
+            .exchanges
+            .get(&msg.exchange)
+            .ok_or_else(|| no_exchange(&msg.exchange))?;
+        let durable = durable && ex.durable;
+        let binding = Binding {
+            exchange: msg.exchange,
+            queue: msg.queue,
+            routing_key: msg.routing_key,
+            arguments: json_string(&msg.arguments),
+        };
+        if msg.bind {
+            if durable {
+                self.meta
+                    .put_definition(BINDING, &binding_key(&binding), &json(&binding))?;
+            }
+            self.bindings.insert(binding);
+        } else {
+            self.meta
+                .delete_definition(BINDING, &binding_key(&binding))?;
+            self.bindings.remove(&binding);
+        }
+        self.publish();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_map_to_legal_distinct_topics() {
+        assert_eq!(topic_for_queue("tasks.high"), "tasks.high");
+        assert_eq!(topic_for_queue("celery@host"), "amqp.celery_40host");
+        assert_ne!(topic_for_queue("a b"), topic_for_queue("a_20b"));
+        assert!(validate_topic_name(&topic_for_queue("a/b:c d")).is_ok());
+    }
+}
