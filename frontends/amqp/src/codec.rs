@@ -70,7 +70,9 @@ pub fn decode(buf: &mut BytesMut, frame_max: usize) -> Result<Option<AMQPFrame>,
     match parse_frame(&frame[..]) {
         Ok((rest, f)) if rest.is_empty() => Ok(Some(f)),
         Ok(_) => Err(CodecError::Malformed("trailing bytes in frame".into())),
-        Err(e) => Err(CodecError::Malformed(format!("{e:?}").chars().take(200).collect())),
+        Err(e) => Err(CodecError::Malformed(
+            format!("{e:?}").chars().take(200).collect(),
+        )),
     }
 }
 
@@ -118,13 +120,19 @@ mod tests {
     #[test]
     fn oversized_and_garbage_frames_are_refused_before_buffering() {
         let mut buf = BytesMut::from(&[1u8, 0, 1, 0x10, 0, 0, 0][..]);
-        assert!(matches!(decode(&mut buf, 4096), Err(CodecError::TooLarge { .. })));
+        assert!(matches!(
+            decode(&mut buf, 4096),
+            Err(CodecError::TooLarge { .. })
+        ));
         let mut buf = BytesMut::from(&[9u8, 0, 1, 0, 0, 0, 0][..]);
         assert_eq!(decode(&mut buf, 4096), Err(CodecError::UnknownType(9)));
         let mut buf = BytesMut::from(&[8u8, 0, 0, 0, 0, 0, 0, 0xAB][..]);
         assert_eq!(decode(&mut buf, 4096), Err(CodecError::BadFrameEnd));
         let mut buf = BytesMut::from(&[1u8, 0, 1, 0, 0, 0, 2, 0xff, 0xff, 0xCE][..]);
-        assert!(matches!(decode(&mut buf, 4096), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode(&mut buf, 4096),
+            Err(CodecError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -132,7 +140,13 @@ mod tests {
         let mut buf = BytesMut::from(&b"AMQP\x00\x00\x09\x01rest"[..]);
         assert_eq!(check_protocol_header(&mut buf), Ok(true));
         assert_eq!(&buf[..], b"rest");
-        assert_eq!(check_protocol_header(&mut BytesMut::from(&b"AMQ"[..])), Err(()));
-        assert_eq!(check_protocol_header(&mut BytesMut::from(&b"GET / HTTP"[..])), Ok(false));
+        assert_eq!(
+            check_protocol_header(&mut BytesMut::from(&b"AMQ"[..])),
+            Err(())
+        );
+        assert_eq!(
+            check_protocol_header(&mut BytesMut::from(&b"GET / HTTP"[..])),
+            Ok(false)
+        );
     }
 }
