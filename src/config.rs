@@ -22,6 +22,22 @@ pub struct ServeArgs {
     /// Kafka listener address [default: 0.0.0.0:9092].
     #[arg(long, env = "SPOOL_KAFKA_ADDR")]
     pub kafka_addr: Option<SocketAddr>,
+    /// AMQP 0-9-1 listener address [default: 0.0.0.0:5672].
+    #[arg(long, env = "SPOOL_AMQP_ADDR")]
+    pub amqp_addr: Option<SocketAddr>,
+    /// AMQP users as user:password, comma-separated; `guest` may connect from loopback only
+    /// [default: guest:guest].
+    #[arg(long, env = "SPOOL_AMQP_USERS", value_delimiter = ',')]
+    pub amqp_users: Option<Vec<String>>,
+    /// Largest AMQP frame offered in connection.tune [default: 131072].
+    #[arg(long, env = "SPOOL_AMQP_FRAME_MAX")]
+    pub amqp_frame_max: Option<u32>,
+    /// Most channels per AMQP connection [default: 2047].
+    #[arg(long, env = "SPOOL_AMQP_CHANNEL_MAX")]
+    pub amqp_channel_max: Option<u16>,
+    /// AMQP heartbeat offered, in seconds; 0 for none [default: 60].
+    #[arg(long, env = "SPOOL_AMQP_HEARTBEAT")]
+    pub amqp_heartbeat: Option<u16>,
     /// host:port clients are told to connect to [default: the listener's host and port, with
     /// 127.0.0.1 for an unspecified host].
     #[arg(long, env = "SPOOL_ADVERTISED_KAFKA_ADDR")]
@@ -119,6 +135,11 @@ impl ServeArgs {
             file,
             data_dir,
             kafka_addr,
+            amqp_addr,
+            amqp_users,
+            amqp_frame_max,
+            amqp_channel_max,
+            amqp_heartbeat,
             advertised_kafka_addr,
             node_id,
             log_level,

@@ -16,6 +16,7 @@ use spool_actors::consumer_group::ConsumerProtocolTimers;
 use spool_actors::group::GroupConfig;
 use spool_actors::partition::CloseLog;
 use spool_actors::{Broker, BrokerConfig};
+use spool_amqp::AmqpConfig;
 use spool_kafka::KafkaConfig;
 use spool_store::LogConfig;
 use tracing::info;
@@ -69,6 +70,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the Kafka listener to {kafka_addr}"))?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
+    let amqp_addr: SocketAddr = args
+        .amqp_addr
+        .unwrap_or_else(|| "0.0.0.0:5672".parse().unwrap());
+    let amqp_listener = std::net::TcpListener::bind(amqp_addr)
+        .with_context(|| format!("binding the AMQP listener to {amqp_addr}"))?;
+    amqp_listener.set_nonblocking(true)?;
+    let amqp_config = amqp_config(&args)?;
     let (advertised_host, advertised_port) = match &args.advertised_kafka_addr {
         Some(a) => {
             let (h, p) = a
@@ -150,9 +158,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
+        let amqp_listener = tokio::net::TcpListener::from_std(amqp_listener)?;
         info!(addr = %bound, "recovery done; serving");
         tokio::select! {
             _ = spool_kafka::serve(listener, broker.clone(), kafka_config) => {}
+            r = spool_amqp::serve(amqp_listener, broker.clone(), amqp_config) => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "AMQP listener failed");
+                }
+            }
             _ = shutdown_signal() => info!("shutting down"),
         }
         close_partitions(&broker).await;
@@ -161,6 +175,34 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     system.stop();
     let _ = actors.join();
     Ok(())
+}
+
+/// The AMQP listener's settings from the command line.
+fn amqp_config(args: &ServeArgs) -> anyhow::Result<AmqpConfig> {
+    let d = AmqpConfig::default();
+    let users = match &args.amqp_users {
+        None => d.users.clone(),
+        Some(list) => list
+            .iter()
+            .map(|u| {
+                u.split_once(':')
+                    .map(|(n, p)| (n.to_string(), p.to_string()))
+                    .with_context(|| format!("--amqp-users: '{u}' is not user:password"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let frame_max = args.amqp_frame_max.unwrap_or(d.frame_max);
+    if frame_max < 4096 {
+        bail!("--amqp-frame-max must be at least 4096 (AMQP's minimum)");
+    }
+    Ok(AmqpConfig {
+        frame_max,
+        channel_max: args.amqp_channel_max.unwrap_or(d.channel_max).max(1),
+        heartbeat_s: args.amqp_heartbeat.unwrap_or(d.heartbeat_s),
+        max_connections: args.max_connections.unwrap_or(d.max_connections),
+        users,
+        ..d
+    })
 }
 
 async fn shutdown_signal() {

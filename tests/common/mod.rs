@@ -18,6 +18,8 @@ use rdkafka::{Offset, TopicPartitionList};
 pub struct Spool {
     child: Option<Child>,
     pub port: u16,
+    /// The AMQP listener's port.
+    pub amqp_port: u16,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     extra: Vec<String>,
@@ -41,6 +43,7 @@ impl Spool {
         let mut s = Spool {
             child: None,
             port: free_port(),
+            amqp_port: free_port(),
             data_dir: tmp.path().join("data"),
             _tmp: Some(tmp),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -62,6 +65,8 @@ impl Spool {
             .arg(&self.data_dir)
             .arg("--kafka-addr")
             .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--amqp-addr")
+            .arg(format!("127.0.0.1:{}", self.amqp_port))
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -82,6 +87,11 @@ impl Spool {
 
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The AMQP URI of the default user.
+    pub fn amqp_uri(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
     }
 
     pub fn log(&self) -> String {

@@ -15,7 +15,7 @@ use super::delivery::{Change, ConsumerId, DeliveryState};
 use super::record::{self, QueueRecord};
 use super::state_journal::{LoadQueueState, QueueStateJournal, RecordQueueChange};
 use crate::catalog::Catalog;
-use crate::partition::{AwaitRecords, PartitionActor, ReadRecords};
+use crate::partition::{AwaitRecords, DescribeLog, PartitionActor, ReadRecords};
 use crate::BrokerError;
 
 /// Records read ahead of the consumers, at most.
@@ -246,10 +246,20 @@ impl QueueActor {
                     redelivered: a.redelivered,
                     record,
                 });
-                if sent.is_err() {
-                    // The consumer went away or is full: back in line.
-                    self.state.release(id, &[a.offset]);
-                    continue;
+                match sent {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        // Its connection is behind: back in line, and its turn is over.
+                        self.state.release(id, &[a.offset]);
+                        idle_rounds += 1;
+                        continue;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        // Its connection is gone: so is the consumer, and what it held.
+                        self.state.release(id, &[a.offset]);
+                        self.drop_consumer(id, true);
+                        continue;
+                    }
                 }
                 delivered.push(a);
                 if auto_ack {
@@ -268,6 +278,14 @@ impl QueueActor {
             self.finish_archived(&over_limit);
         }
         self.fill(ctx);
+    }
+
+    fn drop_consumer(&mut self, consumer: ConsumerId, requeue: bool) {
+        self.consumers.remove(&consumer);
+        self.turn.retain(|c| *c != consumer);
+        if requeue {
+            self.state.release_all(consumer);
+        }
     }
 
     fn settle(&mut self, consumer: ConsumerId, offsets: &[u64], outcome: Outcome) {
@@ -355,11 +373,7 @@ impl Handler<RemoveConsumer> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, msg: RemoveConsumer, ctx: &mut Context<Self>) {
-        self.consumers.remove(&msg.consumer);
-        self.turn.retain(|c| *c != msg.consumer);
-        if msg.requeue {
-            self.state.release_all(msg.consumer);
-        }
+        self.drop_consumer(msg.consumer, msg.requeue);
         self.dispatch(ctx);
     }
 }
@@ -399,6 +413,8 @@ impl Handler<ReleaseAll> for QueueActor {
 }
 
 /// Takes one record for `consumer` without a subscription (AMQP basic.get), if one is ready.
+/// Everything appended before the request counts: the log is read first when nothing read
+/// ahead is available.
 #[derive(Message)]
 #[rtype(result = "Option<Delivery>")]
 pub struct TakeOne {
@@ -406,10 +422,8 @@ pub struct TakeOne {
     pub auto_ack: bool,
 }
 
-impl Handler<TakeOne> for QueueActor {
-    type Result = MessageResult<TakeOne>;
-
-    fn handle(&mut self, msg: TakeOne, ctx: &mut Context<Self>) -> Self::Result {
+impl QueueActor {
+    fn take_one(&mut self, msg: &TakeOne) -> Option<Delivery> {
         let now = crate::offsets_journal::now_ms();
         let taken = loop {
             let (got, over) = self.state.acquire(msg.consumer, 1, self.delivery_limit);
@@ -417,27 +431,58 @@ impl Handler<TakeOne> for QueueActor {
                 self.finish_archived(&over);
                 continue;
             }
-            let Some(a) = got.into_iter().next() else {
-                break None;
-            };
+            let a = got.into_iter().next()?;
             let record = self.records[&a.offset].clone();
             if record.expires_at_ms().is_some_and(|at| at <= now) {
                 self.finish_archived(&[a.offset]);
                 continue;
             }
             self.journal(DeliveryState::delivered_change(&[a]));
-            break Some(Delivery {
+            break Delivery {
                 consumer: msg.consumer,
                 offset: a.offset,
                 redelivered: a.redelivered,
                 record,
-            });
+            };
         };
-        if let (Some(d), true) = (&taken, msg.auto_ack) {
-            self.settle(msg.consumer, &[d.offset], Outcome::Ack);
+        if msg.auto_ack {
+            self.settle(msg.consumer, &[taken.offset], Outcome::Ack);
         }
-        self.fill(ctx);
-        MessageResult(taken)
+        Some(taken)
+    }
+
+    /// Reads the log up to its current end, then runs `then`.
+    fn catch_up<R: 'static>(
+        &mut self,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) -> R + 'static,
+    ) -> ResponseActFuture<Self, R> {
+        let Some(addr) = self.partition() else {
+            return Box::pin(fut::ready(()).map(move |_, act, ctx| then(act, ctx)));
+        };
+        let from = self.state.read_to();
+        let read = addr.send(ReadRecords {
+            offset: from,
+            max_bytes: READ_BYTES,
+        });
+        Box::pin(read.into_actor(self).map(move |res, act, ctx| {
+            if let Ok(Ok(r)) = res {
+                act.take_read(from, r.records, r.high_watermark, r.log_start_offset);
+            }
+            let out = then(act, ctx);
+            act.fill(ctx);
+            out
+        }))
+    }
+}
+
+impl Handler<TakeOne> for QueueActor {
+    type Result = ResponseActFuture<Self, Option<Delivery>>;
+
+    fn handle(&mut self, msg: TakeOne, _: &mut Context<Self>) -> Self::Result {
+        if let Some(d) = self.take_one(&msg) {
+            return Box::pin(fut::ready(Some(d)));
+        }
+        self.catch_up(move |act, _| act.take_one(&msg))
     }
 }
 
@@ -451,22 +496,35 @@ pub struct QueueCounts {
     pub consumers: u32,
 }
 
-/// The queue's counts.
+/// The queue's counts, including everything appended before the request.
 #[derive(Message)]
 #[rtype(result = "QueueCounts")]
 pub struct CountMessages;
 
 impl Handler<CountMessages> for QueueActor {
-    type Result = MessageResult<CountMessages>;
+    type Result = ResponseActFuture<Self, QueueCounts>;
 
     fn handle(&mut self, _: CountMessages, _: &mut Context<Self>) -> Self::Result {
-        // The log's end as of the last read: records appended since are counted once read.
+        let Some(addr) = self.partition() else {
+            return Box::pin(fut::ready(self.counts()));
+        };
+        Box::pin(addr.send(DescribeLog).into_actor(self).map(|res, act, _| {
+            if let Ok(status) = res {
+                act.log_end = act.log_end.max(status.high_watermark);
+            }
+            act.counts()
+        }))
+    }
+}
+
+impl QueueActor {
+    fn counts(&self) -> QueueCounts {
         let unread = self.log_end.saturating_sub(self.state.read_to());
-        MessageResult(QueueCounts {
+        QueueCounts {
             ready: self.state.available_count() as u64 + unread,
             unacked: self.state.acquired_count() as u64,
             consumers: self.consumers.len() as u32,
-        })
+        }
     }
 }
 

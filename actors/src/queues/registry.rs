@@ -204,6 +204,11 @@ impl QueueRegistry {
                         QueueTarget {
                             name: q.def.name.clone(),
                             topic: q.def.topic.clone(),
+                            message_ttl: q
+                                .def
+                                .arguments
+                                .get("x-message-ttl")
+                                .and_then(serde_json::Value::as_i64),
                         },
                     )
                 })

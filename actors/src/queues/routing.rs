@@ -80,6 +80,8 @@ impl Binding {
 pub struct QueueTarget {
     pub name: String,
     pub topic: String,
+    /// `x-message-ttl`: records expire this long after they are published.
+    pub message_ttl: Option<i64>,
 }
 
 /// Why a publish cannot be routed at all (as opposed to routing to no queue).
@@ -256,6 +258,7 @@ mod tests {
             QueueTarget {
                 name: "q".into(),
                 topic: "q".into(),
+                message_ttl: None,
             },
         );
         assert_eq!(t.route("", "q", &Arguments::new()).unwrap().len(), 1);

@@ -25,20 +25,34 @@ pub enum CodecError {
     Malformed(String),
 }
 
-/// The first bytes of a connection: `Ok(true)` for AMQP 0-9-1, `Ok(false)` for anything else
-/// (answered with our header, then closed), `Err(())` when more bytes are needed.
-pub fn check_protocol_header(buf: &mut BytesMut) -> Result<bool, ()> {
+/// What the first bytes of a connection are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Greeting {
+    /// AMQP 0-9-1's protocol header (consumed).
+    Amqp091,
+    /// Anything else: answered with our header, then closed.
+    Other,
+    /// Too few bytes yet.
+    Incomplete,
+}
+
+/// Checks the protocol header a connection starts with.
+pub fn check_protocol_header(buf: &mut BytesMut) -> Greeting {
     if buf.len() < PROTOCOL_HEADER.len() {
         // A wrong first byte is known to be wrong at once.
         return if buf.iter().zip(PROTOCOL_HEADER).all(|(a, b)| a == b) {
-            Err(())
+            Greeting::Incomplete
         } else {
-            Ok(false)
+            Greeting::Other
         };
     }
     let ok = &buf[..8] == PROTOCOL_HEADER;
     buf.advance(8);
-    Ok(ok)
+    if ok {
+        Greeting::Amqp091
+    } else {
+        Greeting::Other
+    }
 }
 
 /// Takes one whole frame off the front of `buf`, if one is there. `frame_max` bounds the
@@ -68,7 +82,7 @@ pub fn decode(buf: &mut BytesMut, frame_max: usize) -> Result<Option<AMQPFrame>,
     }
     let frame = buf.split_to(total);
     match parse_frame(&frame[..]) {
-        Ok((rest, f)) if rest.is_empty() => Ok(Some(f)),
+        Ok((&[], f)) => Ok(Some(f)),
         Ok(_) => Err(CodecError::Malformed("trailing bytes in frame".into())),
         Err(e) => Err(CodecError::Malformed(
             format!("{e:?}").chars().take(200).collect(),
@@ -138,15 +152,11 @@ mod tests {
     #[test]
     fn the_protocol_header_is_checked() {
         let mut buf = BytesMut::from(&b"AMQP\x00\x00\x09\x01rest"[..]);
-        assert_eq!(check_protocol_header(&mut buf), Ok(true));
+        assert_eq!(check_protocol_header(&mut buf), Greeting::Amqp091);
         assert_eq!(&buf[..], b"rest");
-        assert_eq!(
-            check_protocol_header(&mut BytesMut::from(&b"AMQ"[..])),
-            Err(())
-        );
-        assert_eq!(
-            check_protocol_header(&mut BytesMut::from(&b"GET / HTTP"[..])),
-            Ok(false)
-        );
+        let mut short = BytesMut::from(&b"AMQ"[..]);
+        assert_eq!(check_protocol_header(&mut short), Greeting::Incomplete);
+        let mut http = BytesMut::from(&b"GET / HTTP"[..]);
+        assert_eq!(check_protocol_header(&mut http), Greeting::Other);
     }
 }

@@ -38,6 +38,10 @@ pub fn code(e: &BrokerError) -> i16 {
         UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
         InvalidRegularExpression { .. } => ResponseError::InvalidRegularExpression,
         InvalidRequest(_) => ResponseError::InvalidRequest,
+        // Queue-facade errors never reach the Kafka front end; answer them as invalid requests.
+        NoSuchEntity { .. } | PreconditionFailed(_) | ResourceLocked(_) | AccessRefused(_) => {
+            ResponseError::InvalidRequest
+        }
         // Kafka answers a group of the other type as if it did not exist.
         GroupTypeMismatch { .. } => ResponseError::GroupIdNotFound,
         Storage(_) => ResponseError::KafkaStorageError,

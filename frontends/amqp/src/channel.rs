@@ -1,0 +1,851 @@
+//! Channels: the methods of the basic, queue, exchange and confirm classes, turned into broker
+//! messages. A channel keeps its unacknowledged deliveries (by delivery tag), its consumers and
+//! the message being published (method, then header, then body frames).
+
+use std::collections::{BTreeMap, HashMap};
+
+use actix::Addr;
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, AMQPClass};
+use amq_protocol::types::ShortString;
+use bytes::BytesMut;
+use spool_actors::offsets_journal::now_ms;
+use spool_actors::partition::queue_append;
+use spool_actors::queues::delivery::ConsumerId;
+use spool_actors::queues::queue::{
+    AddConsumer, CountMessages, Delivery, Outcome, PurgeReady, QueueActor, ReleaseAll,
+    RemoveConsumer, SettleDeliveries, TakeOne,
+};
+use spool_actors::queues::record;
+use spool_actors::queues::registry::{
+    ChangeBinding, DeclareExchange, DeclareQueue, DeleteExchange, DeleteQueue, FindQueue,
+};
+use spool_actors::queues::routing::RouteError;
+
+use crate::connection::{next_consumer_id, truncate, Connection, ConsumerRef, Event};
+use crate::message::{from_record, table_to_args, to_record};
+use crate::reply::{self, AmqpError};
+
+/// A message being received: its publish method, then its header, then its body.
+struct Incoming {
+    publish: basic::Publish,
+    header: Option<AMQPContentHeader>,
+    body: BytesMut,
+}
+
+/// One delivery the client has not settled yet.
+struct Unacked {
+    consumer: ConsumerId,
+    offset: u64,
+    queue: Addr<QueueActor>,
+}
+
+/// The state of one open channel.
+#[derive(Default)]
+pub struct Channel {
+    /// basic.qos prefetch for consumers started from now on (0: none).
+    prefetch: u16,
+    confirm: bool,
+    /// Publish sequence numbers in confirm mode start at 1.
+    published: u64,
+    incoming: Option<Incoming>,
+    next_tag: u64,
+    unacked: BTreeMap<u64, Unacked>,
+    /// Consumers by tag.
+    consumers: HashMap<String, ConsumerId>,
+    /// The channel's pseudo-consumer for basic.get, per queue it got from.
+    getters: HashMap<String, (ConsumerId, Addr<QueueActor>)>,
+}
+
+impl Channel {
+    /// Puts every unacknowledged delivery back (the channel closed).
+    pub fn release_all(&mut self) {
+        for u in std::mem::take(&mut self.unacked).into_values() {
+            u.queue.do_send(SettleDeliveries {
+                consumer: u.consumer,
+                offsets: vec![u.offset],
+                outcome: Outcome::Requeue,
+            });
+        }
+        for (id, q) in self.getters.values() {
+            q.do_send(ReleaseAll { consumer: *id });
+        }
+    }
+}
+
+impl Connection {
+    /// Handles a frame for a channel other than 0.
+    pub async fn channel_frame(&mut self, id: u16, frame: AMQPFrame) -> Result<(), AmqpError> {
+        if self.closing.contains(&id) {
+            // After the server closed a channel, only close-ok (or close) counts.
+            if let AMQPFrame::Method(_, AMQPClass::Channel(c)) = frame {
+                match c {
+                    channel::AMQPMethod::CloseOk(_) => {
+                        self.closing.remove(&id);
+                    }
+                    channel::AMQPMethod::Close(_) => {
+                        self.closing.remove(&id);
+                        self.method(
+                            id,
+                            AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        if id > self.channel_max {
+            return Err(AmqpError::connection(
+                reply::CHANNEL_ERROR,
+                format!("channel {id} is above channel_max {}", self.channel_max),
+            ));
+        }
+        match frame {
+            AMQPFrame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
+                if self.channels.contains_key(&id) {
+                    return Err(AmqpError::connection(
+                        reply::CHANNEL_ERROR,
+                        format!("second 'channel.open' seen on channel {id}"),
+                    ));
+                }
+                self.channels.insert(id, Channel::default());
+                self.method(
+                    id,
+                    AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+                );
+                Ok(())
+            }
+            _ if !self.channels.contains_key(&id) => Err(AmqpError::connection(
+                reply::CHANNEL_ERROR,
+                format!("expected 'channel.open' on channel {id}"),
+            )),
+            AMQPFrame::Method(_, method) => {
+                if self.channels[&id].incoming.is_some() {
+                    return Err(AmqpError::connection(
+                        reply::UNEXPECTED_FRAME,
+                        "expected a content header or body, got a method",
+                    ));
+                }
+                self.channel_method(id, method).await
+            }
+            AMQPFrame::Header(_, header) => {
+                let ch = self.channels.get_mut(&id).expect("checked");
+                match &mut ch.incoming {
+                    Some(inc) if inc.header.is_none() => {
+                        let size = header.body_size;
+                        if size > self.config.max_message_bytes {
+                            return Err(AmqpError::channel(
+                                reply::PRECONDITION_FAILED,
+                                format!(
+                                    "message size {size} is larger than configured max size {}",
+                                    self.config.max_message_bytes
+                                ),
+                            )
+                            .on(60, 40));
+                        }
+                        inc.body.reserve(size as usize);
+                        inc.header = Some(header);
+                        if size == 0 {
+                            self.publish_complete(id).await?;
+                        }
+                        Ok(())
+                    }
+                    _ => Err(AmqpError::connection(
+                        reply::UNEXPECTED_FRAME,
+                        "unexpected content header",
+                    )),
+                }
+            }
+            AMQPFrame::Body(_, data) => {
+                let ch = self.channels.get_mut(&id).expect("checked");
+                let Some(inc) = &mut ch.incoming else {
+                    return Err(AmqpError::connection(
+                        reply::UNEXPECTED_FRAME,
+                        "unexpected content body",
+                    ));
+                };
+                let Some(header) = &inc.header else {
+                    return Err(AmqpError::connection(
+                        reply::UNEXPECTED_FRAME,
+                        "content body before its header",
+                    ));
+                };
+                if inc.body.len() + data.len() > header.body_size as usize {
+                    return Err(AmqpError::connection(
+                        reply::FRAME_ERROR,
+                        "content body longer than its header said",
+                    ));
+                }
+                inc.body.extend_from_slice(&data);
+                if inc.body.len() == header.body_size as usize {
+                    self.publish_complete(id).await?;
+                }
+                Ok(())
+            }
+            _ => Err(AmqpError::connection(
+                reply::FRAME_ERROR,
+                "unexpected frame",
+            )),
+        }
+    }
+
+    /// Closes a channel for a soft error: channel.close now; frames until close-ok are dropped.
+    pub fn close_channel(&mut self, id: u16, e: &AmqpError) {
+        if let Some(mut ch) = self.channels.remove(&id) {
+            ch.release_all();
+            self.drop_consumers(&mut ch);
+        }
+        self.closing.insert(id);
+        self.method(
+            id,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: e.code,
+                reply_text: ShortString::from(truncate(&e.text)),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+    }
+
+    fn drop_consumers(&mut self, ch: &mut Channel) {
+        for id in ch.consumers.drain().map(|(_, id)| id) {
+            if let Some(c) = self.consumers.get_mut(&id) {
+                c.cancelled = true;
+                c.queue.do_send(RemoveConsumer {
+                    consumer: id,
+                    requeue: true,
+                });
+            }
+        }
+    }
+
+    fn ch(&mut self, id: u16) -> &mut Channel {
+        self.channels.get_mut(&id).expect("open channel")
+    }
+
+    async fn find_queue(&self, name: &str) -> Result<Addr<QueueActor>, AmqpError> {
+        self.broker
+            .queues
+            .send(FindQueue {
+                name: name.to_string(),
+                connection: self.id,
+            })
+            .await
+            .map_err(|_| {
+                AmqpError::connection(reply::INTERNAL_ERROR, "queue registry unavailable")
+            })?
+            .map_err(AmqpError::from)
+    }
+
+    async fn channel_method(&mut self, id: u16, method: AMQPClass) -> Result<(), AmqpError> {
+        let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
+        let on = |e: AmqpError| e.on(class_id, method_id);
+        match method {
+            AMQPClass::Channel(c) => match c {
+                channel::AMQPMethod::Close(_) => {
+                    if let Some(mut ch) = self.channels.remove(&id) {
+                        ch.release_all();
+                        self.drop_consumers(&mut ch);
+                    }
+                    self.method(
+                        id,
+                        AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                    );
+                }
+                channel::AMQPMethod::Flow(f) => self.method(
+                    id,
+                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                        active: f.active,
+                    })),
+                ),
+                channel::AMQPMethod::CloseOk(_) | channel::AMQPMethod::FlowOk(_) => {}
+                _ => {
+                    return Err(on(AmqpError::connection(
+                        reply::COMMAND_INVALID,
+                        "unexpected channel method",
+                    )))
+                }
+            },
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                self.ch(id).confirm = true;
+                if !s.nowait {
+                    self.method(
+                        id,
+                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
+                }
+            }
+            AMQPClass::Exchange(e) => self.exchange_method(id, e).await.map_err(on)?,
+            AMQPClass::Queue(q) => self.queue_method(id, q).await.map_err(on)?,
+            AMQPClass::Basic(b) => self.basic_method(id, b).await.map_err(on)?,
+            AMQPClass::Tx(_) => {
+                return Err(on(AmqpError::channel(
+                    reply::NOT_IMPLEMENTED,
+                    "transactions (tx.*) are not supported; use publisher confirms",
+                )))
+            }
+            _ => {
+                return Err(on(AmqpError::connection(
+                    reply::COMMAND_INVALID,
+                    "unexpected method",
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    async fn exchange_method(
+        &mut self,
+        id: u16,
+        method: exchange::AMQPMethod,
+    ) -> Result<(), AmqpError> {
+        let registry = self.broker.queues.clone();
+        let gone = || AmqpError::connection(reply::INTERNAL_ERROR, "queue registry unavailable");
+        match method {
+            exchange::AMQPMethod::Declare(d) => {
+                registry
+                    .send(DeclareExchange {
+                        name: d.exchange.to_string(),
+                        kind: d.kind.to_string(),
+                        passive: d.passive,
+                        durable: d.durable,
+                        auto_delete: d.auto_delete,
+                        internal: d.internal,
+                        arguments: table_to_args(&d.arguments),
+                    })
+                    .await
+                    .map_err(|_| gone())??;
+                if !d.nowait {
+                    self.method(
+                        id,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
+                            exchange::DeclareOk {},
+                        )),
+                    );
+                }
+            }
+            exchange::AMQPMethod::Delete(d) => {
+                registry
+                    .send(DeleteExchange {
+                        name: d.exchange.to_string(),
+                        if_unused: d.if_unused,
+                    })
+                    .await
+                    .map_err(|_| gone())??;
+                if !d.nowait {
+                    self.method(
+                        id,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                    );
+                }
+            }
+            _ => {
+                return Err(AmqpError::channel(
+                    reply::NOT_IMPLEMENTED,
+                    "exchange-to-exchange bindings are not supported",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    async fn queue_method(&mut self, id: u16, method: queue::AMQPMethod) -> Result<(), AmqpError> {
+        let registry = self.broker.queues.clone();
+        let gone = || AmqpError::connection(reply::INTERNAL_ERROR, "queue registry unavailable");
+        match method {
+            queue::AMQPMethod::Declare(d) => {
+                let q = registry
+                    .send(DeclareQueue {
+                        name: d.queue.to_string(),
+                        passive: d.passive,
+                        durable: d.durable,
+                        exclusive: d.exclusive,
+                        auto_delete: d.auto_delete,
+                        arguments: table_to_args(&d.arguments),
+                        connection: self.id,
+                    })
+                    .await
+                    .map_err(|_| gone())??;
+                if !d.nowait {
+                    self.method(
+                        id,
+                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                            queue: q.name.as_str().into(),
+                            message_count: q.counts.ready.min(u32::MAX as u64) as u32,
+                            consumer_count: q.counts.consumers,
+                        })),
+                    );
+                }
+            }
+            queue::AMQPMethod::Bind(b) => {
+                registry
+                    .send(ChangeBinding {
+                        queue: b.queue.to_string(),
+                        exchange: b.exchange.to_string(),
+                        routing_key: b.routing_key.to_string(),
+                        arguments: table_to_args(&b.arguments),
+                        bind: true,
+                        connection: self.id,
+                    })
+                    .await
+                    .map_err(|_| gone())??;
+                if !b.nowait {
+                    self.method(
+                        id,
+                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                    );
+                }
+            }
+            queue::AMQPMethod::Unbind(b) => {
+                registry
+                    .send(ChangeBinding {
+                        queue: b.queue.to_string(),
+                        exchange: b.exchange.to_string(),
+                        routing_key: b.routing_key.to_string(),
+                        arguments: table_to_args(&b.arguments),
+                        bind: false,
+                        connection: self.id,
+                    })
+                    .await
+                    .map_err(|_| gone())??;
+                self.method(
+                    id,
+                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+                );
+            }
+            queue::AMQPMethod::Purge(p) => {
+                let q = self.find_queue(p.queue.as_str()).await?;
+                let n = q.send(PurgeReady).await.unwrap_or(0);
+                if !p.nowait {
+                    self.method(
+                        id,
+                        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                            message_count: n.min(u32::MAX as u64) as u32,
+                        })),
+                    );
+                }
+            }
+            queue::AMQPMethod::Delete(d) => {
+                let n = registry
+                    .send(DeleteQueue {
+                        name: d.queue.to_string(),
+                        if_unused: d.if_unused,
+                        if_empty: d.if_empty,
+                        connection: self.id,
+                    })
+                    .await
+                    .map_err(|_| gone())??;
+                if !d.nowait {
+                    self.method(
+                        id,
+                        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                            message_count: n.min(u32::MAX as u64) as u32,
+                        })),
+                    );
+                }
+            }
+            _ => {
+                return Err(AmqpError::connection(
+                    reply::COMMAND_INVALID,
+                    "unexpected queue method",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    async fn basic_method(&mut self, id: u16, method: basic::AMQPMethod) -> Result<(), AmqpError> {
+        match method {
+            basic::AMQPMethod::Qos(q) => {
+                // Per consumer (RabbitMQ's per_consumer_qos); `global` is accepted and applied
+                // the same way, as kombu sets it.
+                self.ch(id).prefetch = q.prefetch_count;
+                self.method(
+                    id,
+                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+                );
+            }
+            basic::AMQPMethod::Publish(p) => {
+                self.ch(id).incoming = Some(Incoming {
+                    publish: p,
+                    header: None,
+                    body: BytesMut::new(),
+                });
+            }
+            basic::AMQPMethod::Consume(c) => self.consume(id, c).await?,
+            basic::AMQPMethod::Cancel(c) => {
+                let tag = c.consumer_tag.to_string();
+                if let Some(consumer) = self.ch(id).consumers.remove(&tag) {
+                    if let Some(r) = self.consumers.get_mut(&consumer) {
+                        // Unacknowledged deliveries stay with the channel until settled;
+                        // deliveries already on their way go back (see `deliver`).
+                        r.cancelled = true;
+                        r.queue.do_send(RemoveConsumer {
+                            consumer,
+                            requeue: false,
+                        });
+                    }
+                }
+                if !c.nowait {
+                    self.method(
+                        id,
+                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                            consumer_tag: tag.as_str().into(),
+                        })),
+                    );
+                }
+            }
+            basic::AMQPMethod::Get(g) => self.get(id, g).await?,
+            basic::AMQPMethod::Ack(a) => {
+                self.settle(id, a.delivery_tag, a.multiple, Outcome::Ack)?
+            }
+            basic::AMQPMethod::Nack(n) => {
+                let outcome = if n.requeue {
+                    Outcome::Requeue
+                } else {
+                    Outcome::Reject
+                };
+                self.settle(id, n.delivery_tag, n.multiple, outcome)?
+            }
+            basic::AMQPMethod::Reject(r) => {
+                let outcome = if r.requeue {
+                    Outcome::Requeue
+                } else {
+                    Outcome::Reject
+                };
+                self.settle(id, r.delivery_tag, false, outcome)?
+            }
+            basic::AMQPMethod::Recover(_) | basic::AMQPMethod::RecoverAsync(_) => {
+                // Redelivery to anyone (requeue), which is what RabbitMQ does for both flags.
+                self.settle_all(id, Outcome::Requeue);
+                self.method(
+                    id,
+                    AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+                );
+            }
+            _ => {
+                return Err(AmqpError::connection(
+                    reply::COMMAND_INVALID,
+                    "unexpected basic method",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    async fn consume(&mut self, id: u16, c: basic::Consume) -> Result<(), AmqpError> {
+        let queue = self.find_queue(c.queue.as_str()).await?;
+        let tag = if c.consumer_tag.as_str().is_empty() {
+            format!("amq.ctag-{}", next_consumer_id())
+        } else {
+            c.consumer_tag.to_string()
+        };
+        if self.ch(id).consumers.contains_key(&tag) {
+            return Err(AmqpError::connection(
+                reply::NOT_ALLOWED,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        let consumer = next_consumer_id();
+        let prefetch = self.ch(id).prefetch as u32;
+        self.ch(id).consumers.insert(tag.clone(), consumer);
+        self.consumers.insert(
+            consumer,
+            ConsumerRef {
+                channel: id,
+                tag: tag.clone(),
+                queue: queue.clone(),
+                no_ack: c.no_ack,
+                cancelled: false,
+            },
+        );
+        if !c.nowait {
+            self.method(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: tag.as_str().into(),
+                })),
+            );
+        }
+        queue.do_send(AddConsumer {
+            consumer,
+            prefetch,
+            auto_ack: c.no_ack,
+            sink: self.deliveries.clone(),
+        });
+        Ok(())
+    }
+
+    async fn get(&mut self, id: u16, g: basic::Get) -> Result<(), AmqpError> {
+        let name = g.queue.to_string();
+        let queue = self.find_queue(&name).await?;
+        let consumer = self
+            .ch(id)
+            .getters
+            .entry(name)
+            .or_insert_with(|| (next_consumer_id(), queue.clone()))
+            .0;
+        let taken = queue
+            .send(TakeOne {
+                consumer,
+                auto_ack: g.no_ack,
+            })
+            .await
+            .ok()
+            .flatten();
+        let Some(d) = taken else {
+            self.method(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            );
+            return Ok(());
+        };
+        let remaining = queue.send(CountMessages).await.unwrap_or_default().ready;
+        let tag = self.track(id, consumer, d.offset, &queue, g.no_ack);
+        let out = from_record(&d.record);
+        self.content(
+            id,
+            AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+                delivery_tag: tag,
+                redelivered: d.redelivered,
+                exchange: out.exchange.as_str().into(),
+                routing_key: out.routing_key.as_str().into(),
+                message_count: remaining.min(u32::MAX as u64) as u32,
+            })),
+            out.properties,
+            &out.body,
+        );
+        Ok(())
+    }
+
+    /// Gives a delivery its tag, remembering it until settled unless `no_ack`.
+    fn track(
+        &mut self,
+        id: u16,
+        consumer: ConsumerId,
+        offset: u64,
+        queue: &Addr<QueueActor>,
+        no_ack: bool,
+    ) -> u64 {
+        let ch = self.ch(id);
+        ch.next_tag += 1;
+        let tag = ch.next_tag;
+        if !no_ack {
+            ch.unacked.insert(
+                tag,
+                Unacked {
+                    consumer,
+                    offset,
+                    queue: queue.clone(),
+                },
+            );
+        }
+        tag
+    }
+
+    /// Writes a delivery from a queue to its consumer's channel.
+    pub fn deliver(&mut self, d: Delivery) {
+        let Some(c) = self.consumers.get(&d.consumer) else {
+            return;
+        };
+        let (channel, tag, queue, no_ack) = (c.channel, c.tag.clone(), c.queue.clone(), c.no_ack);
+        if c.cancelled || !self.channels.contains_key(&channel) {
+            // Cancelled (or its channel closed) while this was on its way: it goes back.
+            if !no_ack {
+                queue.do_send(SettleDeliveries {
+                    consumer: d.consumer,
+                    offsets: vec![d.offset],
+                    outcome: Outcome::Requeue,
+                });
+            }
+            return;
+        }
+        let delivery_tag = self.track(channel, d.consumer, d.offset, &queue, no_ack);
+        let out = from_record(&d.record);
+        self.content(
+            channel,
+            AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: tag.as_str().into(),
+                delivery_tag,
+                redelivered: d.redelivered,
+                exchange: out.exchange.as_str().into(),
+                routing_key: out.routing_key.as_str().into(),
+            })),
+            out.properties,
+            &out.body,
+        );
+    }
+
+    /// Settles one tag, or every tag up to it (`multiple`; tag 0 with multiple means all).
+    fn settle(
+        &mut self,
+        id: u16,
+        tag: u64,
+        multiple: bool,
+        outcome: Outcome,
+    ) -> Result<(), AmqpError> {
+        let ch = self.ch(id);
+        let tags: Vec<u64> = if multiple {
+            let upto = if tag == 0 { u64::MAX } else { tag };
+            ch.unacked.range(..=upto).map(|(t, _)| *t).collect()
+        } else if ch.unacked.contains_key(&tag) {
+            vec![tag]
+        } else {
+            Vec::new()
+        };
+        if tags.is_empty() && !(multiple && tag == 0) {
+            return Err(AmqpError::channel(
+                reply::PRECONDITION_FAILED,
+                format!("unknown delivery tag {tag}"),
+            ));
+        }
+        let mut by_consumer: HashMap<ConsumerId, (Addr<QueueActor>, Vec<u64>)> = HashMap::new();
+        for t in tags {
+            let u = ch.unacked.remove(&t).expect("listed");
+            by_consumer
+                .entry(u.consumer)
+                .or_insert_with(|| (u.queue.clone(), Vec::new()))
+                .1
+                .push(u.offset);
+        }
+        for (consumer, (queue, offsets)) in by_consumer {
+            queue.do_send(SettleDeliveries {
+                consumer,
+                offsets,
+                outcome,
+            });
+        }
+        Ok(())
+    }
+
+    fn settle_all(&mut self, id: u16, outcome: Outcome) {
+        if let Some(last) = self.ch(id).unacked.keys().next_back().copied() {
+            let _ = self.settle(id, last, true, outcome);
+        }
+    }
+
+    /// A whole message arrived: route it and append it to every queue it reaches.
+    async fn publish_complete(&mut self, id: u16) -> Result<(), AmqpError> {
+        let inc = self.ch(id).incoming.take().expect("publishing");
+        let header = inc.header.expect("complete");
+        let p = inc.publish;
+        let confirm = self.ch(id).confirm;
+        let seq = if confirm {
+            let ch = self.ch(id);
+            ch.published += 1;
+            Some(ch.published)
+        } else {
+            None
+        };
+        let exchange = p.exchange.to_string();
+        let routing_key = p.routing_key.to_string();
+        let headers = header
+            .properties
+            .headers()
+            .as_ref()
+            .map(table_to_args)
+            .unwrap_or_default();
+        let routes = self.broker.routes.snapshot();
+        let targets = match routes.route(&exchange, &routing_key, &headers) {
+            Ok(t) => t,
+            Err(RouteError::NoExchange(name)) => {
+                return Err(AmqpError::channel(
+                    reply::NOT_FOUND,
+                    format!("no exchange '{name}' in vhost '/'"),
+                )
+                .on(60, 40))
+            }
+            Err(RouteError::Internal(name)) => {
+                return Err(AmqpError::channel(
+                    reply::ACCESS_REFUSED,
+                    format!("cannot publish to internal exchange '{name}' in vhost '/'"),
+                )
+                .on(60, 40))
+            }
+        };
+        let body = inc.body.freeze();
+        if targets.is_empty() {
+            if p.mandatory {
+                self.content(
+                    id,
+                    AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                        reply_code: reply::NO_ROUTE,
+                        reply_text: "NO_ROUTE".into(),
+                        exchange: exchange.as_str().into(),
+                        routing_key: routing_key.as_str().into(),
+                    })),
+                    header.properties.clone(),
+                    &body,
+                );
+            }
+            if let Some(seq) = seq {
+                self.confirm(id, seq, true);
+            }
+            return Ok(());
+        }
+        let catalog = self.broker.catalog.snapshot();
+        let now = now_ms();
+        let mut appends = Vec::with_capacity(targets.len());
+        for t in &targets {
+            let rec = to_record(
+                &exchange,
+                &routing_key,
+                &header.properties,
+                body.clone(),
+                now,
+                t.message_ttl,
+            );
+            let batch = record::encode(&[rec]).map_err(AmqpError::from)?;
+            let Some(addr) = catalog.partition(&t.topic, 0).and_then(|p| p.local.clone()) else {
+                return Err(AmqpError::channel(
+                    reply::NOT_FOUND,
+                    format!("queue '{}' has no storage (its topic is gone)", t.name),
+                ));
+            };
+            appends.push(queue_append(&addr, vec![batch]));
+        }
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let mut ok = true;
+            for a in appends {
+                ok &= matches!(a.await, Some(Ok(_)));
+            }
+            if let Some(seq) = seq {
+                let _ = events.send(Event::Confirmed {
+                    channel: id,
+                    seq,
+                    ok,
+                });
+            }
+        });
+        Ok(())
+    }
+
+    fn confirm(&mut self, channel: u16, seq: u64, ok: bool) {
+        let method = if ok {
+            basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: seq,
+                multiple: false,
+            })
+        } else {
+            basic::AMQPMethod::Nack(basic::Nack {
+                delivery_tag: seq,
+                multiple: false,
+                requeue: false,
+            })
+        };
+        self.method(channel, AMQPClass::Basic(method));
+    }
+
+    /// An event from a task the connection started.
+    pub fn event(&mut self, ev: Event) {
+        match ev {
+            Event::Confirmed { channel, seq, ok } => {
+                if self.channels.contains_key(&channel) {
+                    self.confirm(channel, seq, ok);
+                }
+            }
+        }
+    }
+}

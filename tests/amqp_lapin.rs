@@ -1,0 +1,412 @@
+//! The AMQP 0-9-1 facade with lapin (an unmodified RabbitMQ client) against the real broker:
+//! work queues with competing consumers, acks and redelivery, prefetch, basic.get, routing,
+//! publisher confirms, and errors with RabbitMQ's reply codes.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::Spool;
+use futures_lite::StreamExt;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+async fn connect(spool: &Spool) -> Connection {
+    Connection::connect(&spool.amqp_uri(), ConnectionProperties::default())
+        .await
+        .expect("AMQP connection")
+}
+
+async fn declare(ch: &Channel, name: &str, args: FieldTable) {
+    ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+        .await
+        .expect("queue.declare");
+}
+
+/// Publishes `bodies` with publisher confirms and checks every one is acknowledged.
+async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    bodies: impl IntoIterator<Item = String>,
+) {
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    for b in bodies {
+        pending.push(
+            ch.basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                b.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for p in pending {
+        let confirm = p.await.unwrap();
+        assert!(confirm.is_ack(), "publish not confirmed: {confirm:?}");
+    }
+}
+
+fn body(d: &lapin::message::Delivery) -> String {
+    String::from_utf8(d.data.clone()).unwrap()
+}
+
+/// Waits for the next delivery of a consumer (30 s bound).
+async fn next(consumer: &mut lapin::Consumer) -> lapin::message::Delivery {
+    tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("a delivery within 30 s")
+        .expect("consumer open")
+        .expect("delivery")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn competing_consumers_process_each_message_once_and_a_dead_consumer_s_messages_go_to_others()
+{
+    let spool = Spool::start();
+    let conn = connect(&spool).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "work", FieldTable::default()).await;
+    publish_confirmed(&ch, "", "work", (0..300).map(|i| format!("task-{i}"))).await;
+
+    // A consumer that takes tasks and dies before acknowledging them.
+    let doomed = connect(&spool).await;
+    let dch = doomed.create_channel().await.unwrap();
+    dch.basic_qos(7, BasicQosOptions::default()).await.unwrap();
+    let mut dc = dch
+        .basic_consume(
+            "work".into(),
+            "doomed".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut abandoned = HashSet::new();
+    for _ in 0..7 {
+        abandoned.insert(body(&next(&mut dc).await));
+    }
+    doomed.close(200, "gone".into()).await.unwrap();
+
+    // Three competing consumers with manual acks.
+    let mut handles = Vec::new();
+    for n in 0..3 {
+        let c = connect(&spool).await;
+        let ch = c.create_channel().await.unwrap();
+        ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
+        let consumer = ch
+            .basic_consume(
+                "work".into(),
+                format!("worker-{n}").as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        handles.push((c, ch, consumer));
+    }
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let mut redelivered = HashSet::new();
+    let mut per_worker = [0usize; 3];
+    let mut last_progress = std::time::Instant::now();
+    while seen.len() < 300 {
+        for (i, (_, _, consumer)) in handles.iter_mut().enumerate() {
+            if let Ok(Some(Ok(d))) =
+                tokio::time::timeout(Duration::from_millis(50), consumer.next()).await
+            {
+                let b = body(&d);
+                if d.redelivered {
+                    redelivered.insert(b.clone());
+                }
+                *seen.entry(b).or_default() += 1;
+                per_worker[i] += 1;
+                d.ack(BasicAckOptions::default()).await.unwrap();
+                last_progress = std::time::Instant::now();
+            }
+        }
+        assert!(
+            last_progress.elapsed() < Duration::from_secs(30),
+            "no delivery for 30 s after {} of 300: {}",
+            seen.len(),
+            spool.log()
+        );
+    }
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "a message was processed twice"
+    );
+    assert_eq!(
+        redelivered, abandoned,
+        "exactly the dead consumer's messages come back, flagged"
+    );
+    assert!(
+        per_worker.iter().all(|n| *n > 0),
+        "every worker got work: {per_worker:?}"
+    );
+    // Nothing is left.
+    let q = ch
+        .queue_declare(
+            "work".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefetch_bounds_unacknowledged_deliveries() {
+    let spool = Spool::start();
+    let conn = connect(&spool).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "pf", FieldTable::default()).await;
+    publish_confirmed(&ch, "", "pf", (0..20).map(|i| i.to_string())).await;
+    let cch = conn.create_channel().await.unwrap();
+    cch.basic_qos(5, BasicQosOptions::default()).await.unwrap();
+    let mut c = cch
+        .basic_consume(
+            "pf".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(next(&mut c).await);
+    }
+    // With five unacknowledged, the other fifteen stay ready.
+    let q = ch
+        .queue_declare(
+            "pf".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((q.message_count(), q.consumer_count()), (15, 1));
+    // Acknowledging two (multiple) lets exactly two more in, in order.
+    held[1]
+        .ack(BasicAckOptions { multiple: true })
+        .await
+        .unwrap();
+    let more = [next(&mut c).await, next(&mut c).await];
+    assert_eq!([body(&more[0]), body(&more[1])], ["5", "6"]);
+    let q = ch
+        .queue_declare(
+            "pf".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 13);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_nack_and_reject() {
+    let spool = Spool::start();
+    let conn = connect(&spool).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "g", FieldTable::default()).await;
+    publish_confirmed(&ch, "", "g", ["a", "b"].map(String::from)).await;
+    let first = ch
+        .basic_get("g".into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .expect("a message");
+    assert_eq!(body(&first.delivery), "a");
+    assert_eq!(first.message_count, 1);
+    // Requeued: it comes back first, flagged as redelivered.
+    first
+        .delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        })
+        .await
+        .unwrap();
+    let again = ch
+        .basic_get("g".into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .expect("again");
+    assert_eq!(body(&again.delivery), "a");
+    assert!(again.delivery.redelivered);
+    // Rejected without requeue: gone.
+    again
+        .delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+    let b = ch
+        .basic_get("g".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("b");
+    assert_eq!(body(&b.delivery), "b");
+    assert!(ch
+        .basic_get("g".into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fanout_topic_and_headers_exchanges_route() {
+    let spool = Spool::start();
+    let conn = connect(&spool).await;
+    let ch = conn.create_channel().await.unwrap();
+    for (ex, kind) in [
+        ("fan", lapin::ExchangeKind::Fanout),
+        ("top", lapin::ExchangeKind::Topic),
+        ("hdr", lapin::ExchangeKind::Headers),
+    ] {
+        ch.exchange_declare(
+            ex.into(),
+            kind,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    for q in ["f1", "f2", "orange", "lazy", "pdf"] {
+        declare(&ch, q, FieldTable::default()).await;
+    }
+    let bind = |q: &'static str, ex: &'static str, key: &'static str, args: FieldTable| {
+        let ch = ch.clone();
+        async move {
+            ch.queue_bind(
+                q.into(),
+                ex.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                args,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    bind("f1", "fan", "", FieldTable::default()).await;
+    bind("f2", "fan", "", FieldTable::default()).await;
+    bind("orange", "top", "*.orange.*", FieldTable::default()).await;
+    bind("lazy", "top", "lazy.#", FieldTable::default()).await;
+    let mut h = FieldTable::default();
+    h.insert("x-match".into(), AMQPValue::LongString("all".into()));
+    h.insert("format".into(), AMQPValue::LongString("pdf".into()));
+    bind("pdf", "hdr", "", h).await;
+
+    publish_confirmed(&ch, "fan", "", ["x".to_string()]).await;
+    publish_confirmed(&ch, "top", "quick.orange.rabbit", ["qor".to_string()]).await;
+    publish_confirmed(&ch, "top", "lazy.orange.elephant", ["loe".to_string()]).await;
+    publish_confirmed(&ch, "top", "quick.brown.fox", ["qbf".to_string()]).await;
+    for (format, text) in [("pdf", "is-pdf"), ("zip", "is-zip")] {
+        let mut headers = FieldTable::default();
+        headers.insert("format".into(), AMQPValue::LongString(format.into()));
+        ch.basic_publish(
+            "hdr".into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            text.as_bytes(),
+            BasicProperties::default().with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let drain = |q: &'static str| {
+        let ch = ch.clone();
+        async move {
+            let mut out = Vec::new();
+            while let Some(m) = ch
+                .basic_get(q.into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                out.push(body(&m.delivery));
+            }
+            out
+        }
+    };
+    assert_eq!(drain("f1").await, ["x"]);
+    assert_eq!(drain("f2").await, ["x"]);
+    assert_eq!(drain("orange").await, ["qor", "loe"]);
+    assert_eq!(drain("lazy").await, ["loe"]);
+    assert_eq!(drain("pdf").await, ["is-pdf"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_close_the_channel_with_rabbitmq_reply_codes() {
+    let spool = Spool::start();
+    let conn = connect(&spool).await;
+    // Passive declare of a missing queue: 404 on that channel; the connection stays up.
+    let ch = conn.create_channel().await.unwrap();
+    let err = ch
+        .queue_declare(
+            "missing".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("NOT_FOUND"), "{err}");
+    // Inequivalent redeclare: 406.
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "dur", FieldTable::default()).await;
+    let err = ch
+        .queue_declare(
+            "dur".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("PRECONDITION_FAILED"), "{err}");
+    // Publishing to a missing exchange: 404, which fails the pending confirm.
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = ch
+        .basic_publish(
+            "nope".into(),
+            "k".into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    let err = confirm.await.unwrap_err();
+    assert!(
+        err.to_string().contains("NOT_FOUND - no exchange 'nope'"),
+        "{err}"
+    );
+    // The connection still serves new channels.
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "dur", FieldTable::default()).await;
+}
