@@ -410,3 +410,100 @@ async fn errors_close_the_channel_with_rabbitmq_reply_codes() {
     let ch = conn.create_channel().await.unwrap();
     declare(&ch, "dur", FieldTable::default()).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confirmed_messages_and_acks_survive_sigkill() {
+    let mut spool = Spool::start();
+    {
+        let conn = connect(&spool).await;
+        let ch = conn.create_channel().await.unwrap();
+        declare(&ch, "durable", FieldTable::default()).await;
+        let ex = "events";
+        ch.exchange_declare(
+            ex.into(),
+            lapin::ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            "durable".into(),
+            ex.into(),
+            "k".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        publish_confirmed(&ch, ex, "k", (0..10).map(|i| format!("m{i}"))).await;
+        let cch = conn.create_channel().await.unwrap();
+        cch.basic_qos(6, BasicQosOptions::default()).await.unwrap();
+        let mut c = cch
+            .basic_consume(
+                "durable".into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..6 {
+            got.push(next(&mut c).await);
+        }
+        // Acknowledge m0..m3; m4 and m5 stay unacknowledged when the broker dies.
+        got[3]
+            .ack(BasicAckOptions { multiple: true })
+            .await
+            .unwrap();
+        // A synchronous round trip after the acks: its answer means they are written.
+        let q = cch
+            .queue_declare(
+                "durable".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(q.message_count(), 0);
+        spool.kill9();
+    }
+    spool.launch();
+    // The queue, the exchange and the binding are back; so are exactly the unacknowledged and
+    // undelivered messages, the unacknowledged ones flagged redelivered.
+    let conn = connect(&spool).await;
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "durable".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 6);
+    publish_confirmed(&ch, "events", "k", ["after".to_string()]).await;
+    let mut out = Vec::new();
+    while let Some(m) = ch
+        .basic_get("durable".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        out.push((body(&m.delivery), m.delivery.redelivered));
+    }
+    let expected: Vec<(String, bool)> = (4..10)
+        .map(|i| (format!("m{i}"), true))
+        .chain([("after".to_string(), false)])
+        .collect();
+    assert_eq!(out, expected);
+}

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use super::delivery::{Change, ConsumerId, DeliveryState};
 use super::record::{self, QueueRecord};
-use super::state_journal::{LoadQueueState, QueueStateJournal, RecordQueueChange};
+use super::state_journal::{Barrier, LoadQueueState, QueueStateJournal, RecordQueueChange};
 use crate::catalog::Catalog;
 use crate::partition::{AwaitRecords, DescribeLog, PartitionActor, ReadRecords};
 use crate::BrokerError;
@@ -505,15 +505,27 @@ impl Handler<CountMessages> for QueueActor {
     type Result = ResponseActFuture<Self, QueueCounts>;
 
     fn handle(&mut self, _: CountMessages, _: &mut Context<Self>) -> Self::Result {
-        let Some(addr) = self.partition() else {
-            return Box::pin(fut::ready(self.counts()));
-        };
-        Box::pin(addr.send(DescribeLog).into_actor(self).map(|res, act, _| {
-            if let Ok(status) = res {
-                act.log_end = act.log_end.max(status.high_watermark);
+        // The answer also means every settlement handled before it is in the journal (the
+        // barrier follows the changes this actor sent), so a client that saw it can rely on
+        // its acknowledgements surviving a crash.
+        let written = self.journal.send(Barrier);
+        let log = self.partition().map(|addr| addr.send(DescribeLog));
+        Box::pin(
+            async move {
+                let _ = written.await;
+                match log {
+                    Some(log) => log.await.ok(),
+                    None => None,
+                }
             }
-            act.counts()
-        }))
+            .into_actor(self)
+            .map(|status, act, _| {
+                if let Some(status) = status {
+                    act.log_end = act.log_end.max(status.high_watermark);
+                }
+                act.counts()
+            }),
+        )
     }
 }
 

@@ -153,3 +153,15 @@ impl Handler<ForgetQueueState> for QueueStateJournal {
             .record(QueueFrame::Deleted { queue: msg.queue })
     }
 }
+
+/// Answers once every message sent before it (by the same sender) has been handled, so a
+/// queue can tell a client its earlier changes are written.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Barrier;
+
+impl Handler<Barrier> for QueueStateJournal {
+    type Result = ();
+
+    fn handle(&mut self, _: Barrier, _: &mut Context<Self>) {}
+}
