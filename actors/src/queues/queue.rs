@@ -57,6 +57,8 @@ pub struct QueueActor {
     /// Consumers in the order they are offered records.
     turn: VecDeque<ConsumerId>,
     delivery_limit: Option<u32>,
+    /// `x-max-priority`: priorities count (capped at it) only on a priority queue.
+    max_priority: Option<u8>,
     reading: bool,
     waiting: bool,
     /// The high watermark of the last read.
@@ -70,6 +72,7 @@ impl QueueActor {
         catalog: Catalog,
         journal: Addr<QueueStateJournal>,
         delivery_limit: Option<u32>,
+        max_priority: Option<u8>,
     ) -> QueueActor {
         QueueActor {
             name,
@@ -81,6 +84,7 @@ impl QueueActor {
             consumers: HashMap::new(),
             turn: VecDeque::new(),
             delivery_limit,
+            max_priority,
             reading: false,
             waiting: false,
             log_end: 0,
@@ -184,7 +188,10 @@ impl QueueActor {
             if s.record.expires_at_ms().is_some_and(|at| at <= now) {
                 expired.push(s.offset);
             }
-            ranked.push((s.offset, s.record.priority()));
+            let priority = self
+                .max_priority
+                .map_or(0, |max| s.record.priority().min(max));
+            ranked.push((s.offset, priority));
             self.records.insert(s.offset, s.record);
         }
         self.state.add_read(&ranked, through);
@@ -413,8 +420,7 @@ impl Handler<ReleaseAll> for QueueActor {
 }
 
 /// Takes one record for `consumer` without a subscription (AMQP basic.get), if one is ready.
-/// Everything appended before the request counts: the log is read first when nothing read
-/// ahead is available.
+/// Everything appended before the request counts.
 #[derive(Message)]
 #[rtype(result = "Option<Delivery>")]
 pub struct TakeOne {
@@ -479,9 +485,8 @@ impl Handler<TakeOne> for QueueActor {
     type Result = ResponseActFuture<Self, Option<Delivery>>;
 
     fn handle(&mut self, msg: TakeOne, _: &mut Context<Self>) -> Self::Result {
-        if let Some(d) = self.take_one(&msg) {
-            return Box::pin(fut::ready(Some(d)));
-        }
+        // Read what was appended first, so the best record (priority, then age) is chosen
+        // among everything published before the request.
         self.catch_up(move |act, _| act.take_one(&msg))
     }
 }

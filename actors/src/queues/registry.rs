@@ -51,6 +51,14 @@ impl QueueDef {
             .and_then(serde_json::Value::as_u64)
             .map(|n| n.min(u32::MAX as u64) as u32)
     }
+
+    /// `x-max-priority` (RabbitMQ caps it at 255), when set: the queue is a priority queue.
+    pub fn max_priority(&self) -> Option<u8> {
+        self.arguments
+            .get("x-max-priority")
+            .and_then(serde_json::Value::as_u64)
+            .map(|n| n.min(255) as u8)
+    }
 }
 
 struct QueueEntry {
@@ -184,6 +192,7 @@ impl QueueRegistry {
             self.catalog.clone(),
             self.journal.clone(),
             def.delivery_limit(),
+            def.max_priority(),
         );
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
