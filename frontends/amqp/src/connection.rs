@@ -195,13 +195,13 @@ fn codec_error(e: CodecError) -> AmqpError {
 
 fn server_properties() -> FieldTable {
     let mut caps = FieldTable::default();
+    // Only what Spool honours (consumer_cancel_notify, direct_reply_to and connection.blocked
+    // join when they are served).
     for cap in [
         "publisher_confirms",
         "basic.nack",
-        "consumer_cancel_notify",
         "per_consumer_qos",
         "authentication_failure_close",
-        "direct_reply_to",
     ] {
         caps.insert(cap.into(), AMQPValue::Boolean(true));
     }
