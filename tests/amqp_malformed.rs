@@ -1,0 +1,149 @@
+//! Bad input on the AMQP listener, with hand-built bytes: each case closes only its own
+//! connection, with AMQP's reply code, and the broker keeps serving other clients.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::Spool;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+
+const HEADER: &[u8] = b"AMQP\x00\x00\x09\x01";
+
+fn open(spool: &Spool) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", spool.amqp_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads until the peer closes; returns everything it sent.
+fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .expect("the broker closes the connection");
+    out
+}
+
+/// The reply code of the first connection.close (class 10, method 50) in `bytes`.
+fn close_code(bytes: &[u8]) -> Option<u16> {
+    let mut pos = 0;
+    while pos + 7 <= bytes.len() {
+        let size = u32::from_be_bytes(bytes[pos + 3..pos + 7].try_into().unwrap()) as usize;
+        let payload = bytes.get(pos + 7..pos + 7 + size)?;
+        if bytes[pos] == 1 && payload.len() >= 6 && payload[..4] == [0, 10, 0, 50] {
+            return Some(u16::from_be_bytes([payload[4], payload[5]]));
+        }
+        pos += 8 + size;
+    }
+    None
+}
+
+/// PLAIN login as guest, through tune-ok and open, with raw frames after the header.
+fn login(s: &mut TcpStream) {
+    fn method(class: u16, method: u16, args: &[u8]) -> Vec<u8> {
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&class.to_be_bytes());
+        payload.extend_from_slice(&method.to_be_bytes());
+        payload.extend_from_slice(args);
+        let mut f = vec![1, 0, 0];
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(&payload);
+        f.push(0xCE);
+        f
+    }
+    let mut start_ok = Vec::new();
+    start_ok.extend_from_slice(&0u32.to_be_bytes()); // client properties: empty table
+    start_ok.push(5);
+    start_ok.extend_from_slice(b"PLAIN");
+    let response = b"\0guest\0guest";
+    start_ok.extend_from_slice(&(response.len() as u32).to_be_bytes());
+    start_ok.extend_from_slice(response);
+    start_ok.push(5);
+    start_ok.extend_from_slice(b"en_US");
+    let mut tune_ok = Vec::new();
+    tune_ok.extend_from_slice(&2047u16.to_be_bytes());
+    tune_ok.extend_from_slice(&131072u32.to_be_bytes());
+    tune_ok.extend_from_slice(&0u16.to_be_bytes());
+    let mut open_args = vec![1, b'/'];
+    open_args.extend_from_slice(&[0, 0]);
+    s.write_all(HEADER).unwrap();
+    s.write_all(&method(10, 11, &start_ok)).unwrap();
+    s.write_all(&method(10, 31, &tune_ok)).unwrap();
+    s.write_all(&method(10, 40, &open_args)).unwrap();
+    // Read up to open-ok (class 10 method 41).
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(4).any(|w| w == [0, 10, 0, 41]) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed during login");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+async fn still_serves(spool: &Spool) {
+    let conn = Connection::connect(&spool.amqp_uri(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "alive".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_protocol_header_gets_ours_back() {
+    let spool = Spool::start();
+    let mut s = open(&spool);
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_all(&mut s), HEADER);
+    still_serves(&spool).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_oversized_and_unknown_frames_close_the_connection_with_amqp_codes() {
+    let spool = Spool::start();
+    let cases: [(&str, Vec<u8>, u16); 4] = [
+        // Frame type 9 does not exist.
+        ("unknown frame type", vec![9, 0, 0, 0, 0, 0, 0, 0xCE], 501),
+        // Larger than the 131072-byte frame_max agreed in tune-ok.
+        ("oversized frame", vec![1, 0, 1, 0x10, 0, 0, 0], 501),
+        // A frame whose end octet is wrong.
+        ("bad frame end", vec![8, 0, 0, 0, 0, 0, 0, 0xAB], 501),
+        // A method frame whose payload is not a method.
+        (
+            "undecodable method",
+            vec![1, 0, 1, 0, 0, 0, 3, 0xFF, 0xFF, 0xFF, 0xCE],
+            502,
+        ),
+    ];
+    for (what, bytes, code) in cases {
+        let mut s = open(&spool);
+        login(&mut s);
+        s.write_all(&bytes).unwrap();
+        let reply = read_all(&mut s);
+        assert_eq!(close_code(&reply), Some(code), "{what}");
+    }
+    still_serves(&spool).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_is_refused_with_access_refused() {
+    let spool = Spool::start();
+    let uri = spool.amqp_uri().replace("guest:guest", "guest:nope");
+    let err = Connection::connect(&uri, ConnectionProperties::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("ACCESS_REFUSED") || err.to_string().contains("403"),
+        "{err}"
+    );
+    still_serves(&spool).await;
+}
