@@ -507,3 +507,84 @@ async fn confirmed_messages_and_acks_survive_sigkill() {
         .collect();
     assert_eq!(out, expected);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_is_a_topic_kafka_clients_read_and_feed() {
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::producer::FutureRecord;
+    let spool = Spool::start();
+    let conn = connect(&spool).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "bridge", FieldTable::default()).await;
+    // AMQP in, Kafka out: key = routing key, value = body, properties as amqp.* headers.
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert("tenant".into(), AMQPValue::LongString("acme".into()));
+    ch.basic_publish(
+        "".into(),
+        "bridge".into(),
+        BasicPublishOptions::default(),
+        b"from-amqp",
+        BasicProperties::default()
+            .with_content_type("text/plain".into())
+            .with_headers(headers),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let got = common::consume(
+        &spool.bootstrap(),
+        "bridge",
+        0,
+        rdkafka::Offset::Beginning,
+        1,
+    );
+    assert_eq!(got[0].key(), Some(&b"bridge"[..]));
+    assert_eq!(got[0].payload(), Some(&b"from-amqp"[..]));
+    let h = got[0].headers().expect("headers");
+    let header = |name: &str| {
+        h.iter()
+            .find(|x| x.key == name)
+            .and_then(|x| x.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("amqp.content-type").as_deref(), Some("text/plain"));
+    assert_eq!(header("tenant").as_deref(), Some("acme"));
+    // Kafka in, AMQP out: a Kafka producer feeds the queue.
+    let p = common::producer(&spool.bootstrap(), &[]);
+    p.send(
+        FutureRecord::to("bridge")
+            .key("k1")
+            .payload("from-kafka")
+            .headers(
+                rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: "trace",
+                    value: Some("t-1"),
+                }),
+            ),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let first = ch
+        .basic_get("bridge".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body(&first.delivery), "from-amqp");
+    let second = ch
+        .basic_get("bridge".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body(&second.delivery), "from-kafka");
+    assert_eq!(second.delivery.routing_key.as_str(), "k1");
+    let props_headers = second.delivery.properties.headers().clone().unwrap();
+    assert_eq!(
+        props_headers.inner().get("trace"),
+        Some(&AMQPValue::LongString("t-1".into()))
+    );
+}
