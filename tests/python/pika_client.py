@@ -72,6 +72,40 @@ for _ in range(2):
     ch.basic_nack(method.delivery_tag, requeue=True)
 check(ch.basic_get("limited")[0] is None, "delivered past the limit")
 
+# Dead-lettering: rejected, expired and over-limit messages go to the dead-letter exchange with
+# RabbitMQ's x-death history.
+ch.exchange_declare("dlx", "direct")
+ch.queue_declare("dead.letters")
+ch.queue_bind("dead.letters", "dlx", "dead")
+dl = {"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "dead"}
+ch.queue_declare("work.dl", arguments=dl)
+ch.queue_declare("ttl.dl", arguments={**dl, "x-message-ttl": 1})
+ch.queue_declare("limit.dl", arguments={**dl, "x-delivery-limit": 1})
+ch.basic_publish("", "work.dl", b"refused")
+method, _, _ = ch.basic_get("work.dl")
+ch.basic_reject(method.delivery_tag, requeue=False)
+ch.basic_publish("", "ttl.dl", b"too-late")
+ch.basic_publish("", "limit.dl", b"poison")
+method, _, _ = ch.basic_get("limit.dl")
+ch.basic_nack(method.delivery_tag, requeue=True)
+check(ch.basic_get("limit.dl")[0] is None, "delivered past the limit")
+dead = {}
+deadline = time.time() + 10
+while len(dead) < 3 and time.time() < deadline:
+    method, props, body = ch.basic_get("dead.letters", auto_ack=True)
+    if method:
+        dead[body.decode()] = (method, props)
+check(set(dead) == {"refused", "too-late", "poison"}, f"dead letters {sorted(dead)}")
+for body, (queue, reason) in {"refused": ("work.dl", "rejected"), "too-late": ("ttl.dl", "expired"),
+                              "poison": ("limit.dl", "delivery_limit")}.items():
+    method, props = dead[body]
+    death = props.headers["x-death"][0]
+    check(death["queue"] == queue and death["reason"] == reason and death["count"] == 1,
+          f"x-death of {body}: {death}")
+    check(death["routing-keys"] == [queue] and props.headers["x-first-death-reason"] == reason,
+          f"x-death routing keys of {body}: {props.headers}")
+    check(method.exchange == "dlx" and method.routing_key == "dead", f"{body} routed {method}")
+
 # Errors: 404 for a passive declare of a missing queue, 406 for an unknown delivery tag.
 bad = conn.channel()
 try:

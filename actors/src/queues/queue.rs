@@ -13,15 +13,18 @@ use tracing::{debug, warn};
 
 use super::delivery::{Change, ConsumerId, DeliveryState};
 use super::record::{self, QueueRecord};
+use super::routing::Routes;
 use super::state_journal::{Barrier, LoadQueueState, QueueStateJournal, RecordQueueChange};
 use crate::catalog::Catalog;
-use crate::partition::{AwaitRecords, DescribeLog, PartitionActor, ReadRecords};
+use crate::partition::{queue_append, AwaitRecords, DescribeLog, PartitionActor, ReadRecords};
 use crate::BrokerError;
 
 /// Records read ahead of the consumers, at most.
 const READ_AHEAD: usize = 2048;
 /// Bytes asked of the log per read.
 const READ_BYTES: usize = 1 << 20;
+/// How often ready records are checked for expiry.
+const EXPIRY_SCAN: std::time::Duration = std::time::Duration::from_millis(100);
 /// Deliveries buffered for a consumer without acknowledgements before it is skipped.
 pub const AUTO_ACK_WINDOW: usize = 512;
 
@@ -36,6 +39,43 @@ pub struct Delivery {
 
 /// Where a consumer's deliveries go: the front end's channel to its connection.
 pub type DeliverySink = mpsc::Sender<Delivery>;
+
+/// A queue's behaviour, from its declaration's arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// `x-delivery-limit`: records delivered this many times are archived instead.
+    pub delivery_limit: Option<u32>,
+    /// `x-max-priority`: priorities count (capped at it) only on a priority queue.
+    pub max_priority: Option<u8>,
+    /// `x-dead-letter-exchange` (and `x-dead-letter-routing-key`): where archived records go.
+    pub dead_letter: Option<DeadLetter>,
+}
+
+/// Where a queue's rejected, expired and over-limit records are republished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub exchange: String,
+    /// Replaces the record's routing key when set.
+    pub routing_key: Option<String>,
+}
+
+/// Why a record was archived, as RabbitMQ names it in `x-death`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeathReason {
+    Rejected,
+    Expired,
+    DeliveryLimit,
+}
+
+impl DeathReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeathReason::Rejected => "rejected",
+            DeathReason::Expired => "expired",
+            DeathReason::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
 
 struct Consumer {
     /// Unacknowledged deliveries allowed at once (0: no limit).
@@ -56,9 +96,8 @@ pub struct QueueActor {
     consumers: HashMap<ConsumerId, Consumer>,
     /// Consumers in the order they are offered records.
     turn: VecDeque<ConsumerId>,
-    delivery_limit: Option<u32>,
-    /// `x-max-priority`: priorities count (capped at it) only on a priority queue.
-    max_priority: Option<u8>,
+    settings: QueueSettings,
+    routes: Routes,
     reading: bool,
     waiting: bool,
     /// The high watermark of the last read.
@@ -71,8 +110,8 @@ impl QueueActor {
         topic: String,
         catalog: Catalog,
         journal: Addr<QueueStateJournal>,
-        delivery_limit: Option<u32>,
-        max_priority: Option<u8>,
+        routes: Routes,
+        settings: QueueSettings,
     ) -> QueueActor {
         QueueActor {
             name,
@@ -83,8 +122,8 @@ impl QueueActor {
             records: HashMap::new(),
             consumers: HashMap::new(),
             turn: VecDeque::new(),
-            delivery_limit,
-            max_priority,
+            settings,
+            routes,
             reading: false,
             waiting: false,
             log_end: 0,
@@ -189,26 +228,92 @@ impl QueueActor {
                 expired.push(s.offset);
             }
             let priority = self
+                .settings
                 .max_priority
                 .map_or(0, |max| s.record.priority().min(max));
+
             ranked.push((s.offset, priority));
             self.records.insert(s.offset, s.record);
         }
         self.state.add_read(&ranked, through);
         if !expired.is_empty() {
-            self.finish_archived(&expired);
+            self.finish_archived(&expired, Some(DeathReason::Expired));
         }
         true
     }
 
-    fn finish_archived(&mut self, offsets: &[u64]) {
+    /// Archives ready records whose time has passed.
+    fn expire_due(&mut self, ctx: &mut Context<Self>) {
+        let now = crate::offsets_journal::now_ms();
+        let due: Vec<u64> = self
+            .state
+            .available_offsets()
+            .filter(|o| {
+                self.records
+                    .get(o)
+                    .and_then(QueueRecord::expires_at_ms)
+                    .is_some_and(|at| at <= now)
+            })
+            .collect();
+        if !due.is_empty() {
+            self.finish_archived(&due, Some(DeathReason::Expired));
+            self.fill(ctx);
+        }
+    }
+
+    /// Archives records whoever holds them; with a reason, they are dead-lettered.
+    fn finish_archived(&mut self, offsets: &[u64], reason: Option<DeathReason>) {
         let change = self.state.archive(offsets);
+        self.retire(change, reason);
+    }
+
+    /// Drops finished records from memory, dead-letters them when archived for a reason and the
+    /// queue has a dead-letter exchange, and journals the change. Dead-lettering is at most
+    /// once, as RabbitMQ's classic queues do it: the copies are queued on their partitions
+    /// before the change is journaled.
+    fn retire(&mut self, change: Change, reason: Option<DeathReason>) {
         if let Change::Finished(done) = &change {
+            let dead_letter = reason.zip(self.settings.dead_letter.clone());
             for o in done {
-                self.records.remove(o);
+                let Some(record) = self.records.remove(o) else {
+                    continue;
+                };
+                if let Some((reason, dlx)) = &dead_letter {
+                    self.republish(&record, *reason, dlx);
+                }
             }
         }
         self.journal(change);
+    }
+
+    fn republish(&self, record: &QueueRecord, reason: DeathReason, dlx: &DeadLetter) {
+        let now = crate::offsets_journal::now_ms();
+        let dead = record::dead_letter(record, &self.name, reason.name(), dlx, now);
+        let key = dead
+            .key
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        let targets = match self
+            .routes
+            .snapshot()
+            .route(&dlx.exchange, &key, &dead.text_headers())
+        {
+            Ok(t) => t,
+            Err(e) => return warn!(queue = %self.name, error = ?e, "dead-letter exchange unusable"),
+        };
+        let catalog = self.catalog.snapshot();
+        for t in targets {
+            let Some(addr) = catalog.partition(&t.topic, 0).and_then(|p| p.local.clone()) else {
+                continue;
+            };
+            match record::encode(std::slice::from_ref(&dead)) {
+                Ok(batch) => {
+                    drop(queue_append(&addr, vec![batch]));
+                }
+                Err(e) => warn!(queue = %self.name, error = %e, "dead letter not encoded"),
+            }
+        }
     }
 
     /// Hands available records to consumers with credit, one each in turn.
@@ -216,6 +321,7 @@ impl QueueActor {
         let mut delivered = Vec::new();
         let mut settled = Vec::new();
         let mut over_limit = Vec::new();
+        let mut expired = Vec::new();
         let now = crate::offsets_journal::now_ms();
         let mut idle_rounds = 0;
         while self.state.available_count() > 0 && idle_rounds < self.turn.len() {
@@ -238,12 +344,12 @@ impl QueueActor {
                 continue;
             }
             idle_rounds = 0;
-            let (got, over) = self.state.acquire(id, 1, self.delivery_limit);
+            let (got, over) = self.state.acquire(id, 1, self.settings.delivery_limit);
             over_limit.extend(over);
             for a in got {
                 let record = self.records[&a.offset].clone();
                 if record.expires_at_ms().is_some_and(|at| at <= now) {
-                    over_limit.push(a.offset);
+                    expired.push(a.offset);
                     continue;
                 }
                 let auto_ack = self.consumers[&id].auto_ack;
@@ -281,8 +387,11 @@ impl QueueActor {
             self.settle(id, &[offset], Outcome::Ack);
         }
         if !over_limit.is_empty() {
-            debug!(queue = %self.name, count = over_limit.len(), "archived (delivery limit or expiry)");
-            self.finish_archived(&over_limit);
+            debug!(queue = %self.name, count = over_limit.len(), "archived at the delivery limit");
+            self.finish_archived(&over_limit, Some(DeathReason::DeliveryLimit));
+        }
+        if !expired.is_empty() {
+            self.finish_archived(&expired, Some(DeathReason::Expired));
         }
         self.fill(ctx);
     }
@@ -297,14 +406,13 @@ impl QueueActor {
 
     fn settle(&mut self, consumer: ConsumerId, offsets: &[u64], outcome: Outcome) {
         match outcome {
-            Outcome::Ack | Outcome::Reject => {
+            Outcome::Ack => {
                 let change = self.state.finish(consumer, offsets);
-                if let Change::Finished(done) = &change {
-                    for o in done {
-                        self.records.remove(o);
-                    }
-                }
-                self.journal(change);
+                self.retire(change, None);
+            }
+            Outcome::Reject => {
+                let change = self.state.finish(consumer, offsets);
+                self.retire(change, Some(DeathReason::Rejected));
             }
             Outcome::Requeue => self.state.release(consumer, offsets),
         }
@@ -315,6 +423,8 @@ impl Actor for QueueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Expired records leave (and are dead-lettered) even when nobody consumes.
+        ctx.run_interval(EXPIRY_SCAN, |act, ctx| act.expire_due(ctx));
         // Nothing else is handled until the durable state is back.
         let load = self.journal.send(LoadQueueState {
             queue: self.name.clone(),
@@ -432,15 +542,17 @@ impl QueueActor {
     fn take_one(&mut self, msg: &TakeOne) -> Option<Delivery> {
         let now = crate::offsets_journal::now_ms();
         let taken = loop {
-            let (got, over) = self.state.acquire(msg.consumer, 1, self.delivery_limit);
+            let (got, over) = self
+                .state
+                .acquire(msg.consumer, 1, self.settings.delivery_limit);
             if !over.is_empty() {
-                self.finish_archived(&over);
+                self.finish_archived(&over, Some(DeathReason::DeliveryLimit));
                 continue;
             }
             let a = got.into_iter().next()?;
             let record = self.records[&a.offset].clone();
             if record.expires_at_ms().is_some_and(|at| at <= now) {
-                self.finish_archived(&[a.offset]);
+                self.finish_archived(&[a.offset], Some(DeathReason::Expired));
                 continue;
             }
             self.journal(DeliveryState::delivered_change(&[a]));
@@ -556,7 +668,8 @@ impl Handler<PurgeReady> for QueueActor {
     fn handle(&mut self, _: PurgeReady, _: &mut Context<Self>) -> Self::Result {
         let ready: Vec<u64> = self.state.available_offsets().collect();
         let unread = self.log_end.saturating_sub(self.state.read_to());
-        self.finish_archived(&ready);
+        // Purged records are not dead-lettered (as in RabbitMQ).
+        self.finish_archived(&ready, None);
         if unread > 0 {
             let from = self.state.read_to();
             self.state.add_read(&[], self.log_end);

@@ -15,6 +15,13 @@ use crate::BrokerError;
 pub const PRIORITY_HEADER: &str = "spool.priority";
 /// When a record expires (ms since the epoch, decimal): it is then archived, not delivered.
 pub const EXPIRES_HEADER: &str = "spool.expires-at-ms";
+/// The exchange that routed a record (AMQP's `exchange` of a delivery).
+pub const EXCHANGE_HEADER: &str = "amqp.exchange";
+/// The message's own expiration, which dead-lettering removes.
+pub const EXPIRATION_HEADER: &str = "amqp.expiration";
+/// A record's dead-letter history, newest first, as JSON: `[{"queue", "reason", "count",
+/// "time" (s), "exchange", "routing-keys": [..]}]`. Front ends present it as AMQP's `x-death`.
+pub const DEATHS_HEADER: &str = "spool.x-death";
 
 /// One record, as published to a queue or read back from its log.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -47,6 +54,76 @@ impl QueueRecord {
     pub fn expires_at_ms(&self) -> Option<i64> {
         self.number_header(EXPIRES_HEADER)
     }
+}
+
+impl QueueRecord {
+    /// Headers with text values other than the broker's own (`amqp.*`, `spool.*`), as
+    /// arguments for headers-exchange matching.
+    pub fn text_headers(&self) -> crate::queues::routing::Arguments {
+        self.headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with("amqp.") && !k.starts_with("spool."))
+            .filter_map(|(k, v)| {
+                let text = std::str::from_utf8(v.as_ref()?).ok()?;
+                Some((k.clone(), serde_json::Value::String(text.to_string())))
+            })
+            .collect()
+    }
+
+    fn set_header(&mut self, name: &str, value: Option<Bytes>) {
+        self.headers.retain(|(k, _)| k != name);
+        if let Some(v) = value {
+            self.headers.push((name.to_string(), Some(v)));
+        }
+    }
+}
+
+/// The copy of `record` that a queue dead-letters: its history gains this death (counted per
+/// queue and reason, newest first, as RabbitMQ's `x-death`), it is routed by the dead-letter
+/// exchange (with the dead-letter routing key if one is set), and it loses its expiration so
+/// it does not expire again where it lands.
+pub fn dead_letter(
+    record: &QueueRecord,
+    queue: &str,
+    reason: &str,
+    dlx: &crate::queues::queue::DeadLetter,
+    now_ms: i64,
+) -> QueueRecord {
+    use serde_json::{json, Value};
+    let mut out = record.clone();
+    let routing_key = record
+        .key
+        .as_ref()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default();
+    let exchange = record
+        .header(EXCHANGE_HEADER)
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .unwrap_or_default();
+    let mut deaths: Vec<Value> = record
+        .header(DEATHS_HEADER)
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default();
+    let same = |d: &Value| d["queue"] == queue && d["reason"] == reason;
+    let mut entry = match deaths.iter().position(same) {
+        Some(i) => deaths.remove(i),
+        None => json!({"queue": queue, "reason": reason, "count": 0, "exchange": exchange,
+                        "routing-keys": [routing_key]}),
+    };
+    entry["count"] = json!(entry["count"].as_i64().unwrap_or(0) + 1);
+    entry["time"] = json!(now_ms / 1000);
+    deaths.insert(0, entry);
+    out.set_header(
+        DEATHS_HEADER,
+        Some(Bytes::from(Value::Array(deaths).to_string())),
+    );
+    out.set_header(EXCHANGE_HEADER, Some(Bytes::from(dlx.exchange.clone())));
+    out.set_header(EXPIRES_HEADER, None);
+    out.set_header(EXPIRATION_HEADER, None);
+    if let Some(k) = &dlx.routing_key {
+        out.key = Some(Bytes::from(k.clone()));
+    }
+    out
 }
 
 /// A record read from a queue's log, with its offset.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use spool_store::MetaStore;
 use tracing::{info, warn};
 
-use super::queue::{CountMessages, QueueActor, QueueCounts};
+use super::queue::{CountMessages, DeadLetter, QueueActor, QueueCounts, QueueSettings};
 use super::routing::{
     Arguments, Binding, ExchangeDef, ExchangeKind, QueueTarget, Routes, RoutingTable,
 };
@@ -50,6 +50,24 @@ impl QueueDef {
             .get("x-delivery-limit")
             .and_then(serde_json::Value::as_u64)
             .map(|n| n.min(u32::MAX as u64) as u32)
+    }
+
+    /// The queue actor's settings from the arguments.
+    pub fn settings(&self) -> QueueSettings {
+        let text = |k: &str| {
+            self.arguments
+                .get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        QueueSettings {
+            delivery_limit: self.delivery_limit(),
+            max_priority: self.max_priority(),
+            dead_letter: text("x-dead-letter-exchange").map(|exchange| DeadLetter {
+                exchange,
+                routing_key: text("x-dead-letter-routing-key"),
+            }),
+        }
     }
 
     /// `x-max-priority` (RabbitMQ caps it at 255), when set: the queue is a priority queue.
@@ -191,8 +209,8 @@ impl QueueRegistry {
             def.topic.clone(),
             self.catalog.clone(),
             self.journal.clone(),
-            def.delivery_limit(),
-            def.max_priority(),
+            self.routes.clone(),
+            def.settings(),
         );
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;

@@ -21,10 +21,11 @@ use amq_protocol::types::parsing::parse_field_table;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use bytes::Bytes;
 use serde_json::{Map, Number, Value};
-use spool_actors::queues::record::{QueueRecord, EXPIRES_HEADER, PRIORITY_HEADER};
+use spool_actors::queues::record::{
+    QueueRecord, DEATHS_HEADER, EXCHANGE_HEADER as EXCHANGE, EXPIRES_HEADER, PRIORITY_HEADER,
+};
 use spool_actors::queues::routing::Arguments;
 
-const EXCHANGE: &str = "amqp.exchange";
 const HEADERS: &str = "amqp.headers";
 
 /// A field value as JSON (arguments, headers matching). Lossy only for decimals and bytes.
@@ -196,6 +197,42 @@ pub fn to_record(
     }
 }
 
+/// Adds RabbitMQ's `x-death` (newest first) and `x-first-death-*` headers from the record's
+/// dead-letter history, with RabbitMQ's field types.
+fn with_deaths(mut t: FieldTable, deaths: &[Value]) -> FieldTable {
+    let text = |v: &Value| {
+        AMQPValue::LongString(LongString::from(v.as_str().unwrap_or_default().as_bytes()))
+    };
+    let mut arr = FieldArray::default();
+    for d in deaths {
+        let mut e = FieldTable::default();
+        e.insert(
+            "count".into(),
+            AMQPValue::LongLongInt(d["count"].as_i64().unwrap_or(1)),
+        );
+        e.insert("reason".into(), text(&d["reason"]));
+        e.insert("queue".into(), text(&d["queue"]));
+        e.insert("exchange".into(), text(&d["exchange"]));
+        e.insert(
+            "time".into(),
+            AMQPValue::Timestamp(d["time"].as_u64().unwrap_or(0)),
+        );
+        let mut keys = FieldArray::default();
+        for k in d["routing-keys"].as_array().into_iter().flatten() {
+            keys.push(text(k));
+        }
+        e.insert("routing-keys".into(), AMQPValue::FieldArray(keys));
+        arr.push(AMQPValue::FieldTable(e));
+    }
+    if let Some(first) = deaths.last() {
+        t.insert("x-first-death-reason".into(), text(&first["reason"]));
+        t.insert("x-first-death-queue".into(), text(&first["queue"]));
+        t.insert("x-first-death-exchange".into(), text(&first["exchange"]));
+    }
+    t.insert("x-death".into(), AMQPValue::FieldArray(arr));
+    t
+}
+
 /// What a delivery carries, rebuilt from a record.
 pub struct Outgoing {
     pub exchange: String,
@@ -245,6 +282,13 @@ pub fn from_record(record: &QueueRecord) -> Outgoing {
             Some(t)
         }
         None => None,
+    };
+    let deaths = record
+        .header(DEATHS_HEADER)
+        .and_then(|b| serde_json::from_slice::<Vec<Value>>(b).ok());
+    let table = match (table, deaths) {
+        (t, Some(deaths)) => Some(with_deaths(t.unwrap_or_default(), &deaths)),
+        (t, None) => t,
     };
     if let Some(t) = table {
         props = props.with_headers(t);
