@@ -588,3 +588,95 @@ async fn a_queue_is_a_topic_kafka_clients_read_and_feed() {
         Some(&AMQPValue::LongString("t-1".into()))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rpc_with_direct_reply_to() {
+    let spool = Spool::start();
+    // The server: answers each request on the name its reply_to carries.
+    let server = connect(&spool).await;
+    let sch = server.create_channel().await.unwrap();
+    declare(&sch, "rpc", FieldTable::default()).await;
+    let mut requests = sch
+        .basic_consume(
+            "rpc".into(),
+            "server".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // The client: consumes its replies from the pseudo-queue, without acks.
+    let client = connect(&spool).await;
+    let cch = client.create_channel().await.unwrap();
+    let mut replies = cch
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for n in 0..3 {
+        cch.basic_publish(
+            "".into(),
+            "rpc".into(),
+            BasicPublishOptions::default(),
+            format!("{n}").as_bytes(),
+            BasicProperties::default()
+                .with_reply_to("amq.rabbitmq.reply-to".into())
+                .with_correlation_id(format!("req-{n}").as_str().into()),
+        )
+        .await
+        .unwrap();
+        let req = next(&mut requests).await;
+        let reply_to = req.properties.reply_to().clone().unwrap();
+        assert!(
+            reply_to.as_str().starts_with("amq.rabbitmq.reply-to."),
+            "{reply_to}"
+        );
+        let answer = body(&req).parse::<u32>().unwrap() * 10;
+        sch.basic_publish(
+            "".into(),
+            reply_to.as_str().into(),
+            BasicPublishOptions::default(),
+            answer.to_string().as_bytes(),
+            BasicProperties::default()
+                .with_correlation_id(req.properties.correlation_id().clone().unwrap()),
+        )
+        .await
+        .unwrap();
+        req.ack(BasicAckOptions::default()).await.unwrap();
+        let got = next(&mut replies).await;
+        assert_eq!(body(&got), (n * 10).to_string());
+        assert_eq!(
+            got.properties.correlation_id().as_ref().unwrap().as_str(),
+            format!("req-{n}")
+        );
+    }
+    // Publishing with reply_to on a channel that has no reply consumer is refused.
+    let other = client.create_channel().await.unwrap();
+    other
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = other
+        .basic_publish(
+            "".into(),
+            "rpc".into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into()),
+        )
+        .await
+        .unwrap();
+    let err = confirm.await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("fast reply consumer does not exist"),
+        "{err}"
+    );
+}

@@ -22,7 +22,9 @@ use spool_actors::queues::registry::{
 };
 use spool_actors::queues::routing::RouteError;
 
-use crate::connection::{next_consumer_id, truncate, Connection, ConsumerRef, Event};
+use crate::connection::{
+    next_consumer_id, truncate, Connection, ConsumerRef, Event, DIRECT_REPLY_TO,
+};
 use crate::message::{from_record, table_to_args, to_record};
 use crate::reply::{self, AmqpError};
 
@@ -55,6 +57,9 @@ pub struct Channel {
     consumers: HashMap<String, ConsumerId>,
     /// The channel's pseudo-consumer for basic.get, per queue it got from.
     getters: HashMap<String, (ConsumerId, Addr<QueueActor>)>,
+    /// The name replies to this channel's requests go to (direct reply-to), once it consumes
+    /// from `amq.rabbitmq.reply-to`.
+    reply_name: Option<String>,
 }
 
 impl Channel {
@@ -192,6 +197,7 @@ impl Connection {
 
     /// Closes a channel for a soft error: channel.close now; frames until close-ok are dropped.
     pub fn close_channel(&mut self, id: u16, e: &AmqpError) {
+        self.drop_reply_consumer(id, None);
         if let Some(mut ch) = self.channels.remove(&id) {
             ch.release_all();
             self.drop_consumers(&mut ch);
@@ -244,6 +250,7 @@ impl Connection {
         match method {
             AMQPClass::Channel(c) => match c {
                 channel::AMQPMethod::Close(_) => {
+                    self.drop_reply_consumer(id, None);
                     if let Some(mut ch) = self.channels.remove(&id) {
                         ch.release_all();
                         self.drop_consumers(&mut ch);
@@ -476,6 +483,7 @@ impl Connection {
             basic::AMQPMethod::Consume(c) => self.consume(id, c).await?,
             basic::AMQPMethod::Cancel(c) => {
                 let tag = c.consumer_tag.to_string();
+                self.drop_reply_consumer(id, Some(&tag));
                 if let Some(consumer) = self.ch(id).consumers.remove(&tag) {
                     if let Some(r) = self.consumers.get_mut(&consumer) {
                         // Unacknowledged deliveries stay with the channel until settled;
@@ -535,6 +543,9 @@ impl Connection {
     }
 
     async fn consume(&mut self, id: u16, c: basic::Consume) -> Result<(), AmqpError> {
+        if c.queue.as_str() == DIRECT_REPLY_TO {
+            return self.consume_replies(id, c);
+        }
         let queue = self.find_queue(c.queue.as_str()).await?;
         let tag = if c.consumer_tag.as_str().is_empty() {
             format!("amq.ctag-{}", next_consumer_id())
@@ -575,6 +586,65 @@ impl Connection {
             sink: self.deliveries.clone(),
         });
         Ok(())
+    }
+
+    /// Direct reply-to: the channel gets a private reply name; nothing is stored.
+    fn consume_replies(&mut self, id: u16, c: basic::Consume) -> Result<(), AmqpError> {
+        if !c.no_ack {
+            return Err(AmqpError::channel(
+                reply::PRECONDITION_FAILED,
+                "reply consumer cannot acknowledge",
+            ));
+        }
+        if self.ch(id).reply_name.is_some() {
+            return Err(AmqpError::channel(
+                reply::PRECONDITION_FAILED,
+                "reply consumer already set",
+            ));
+        }
+        use std::hash::{BuildHasher, Hasher};
+        let secret = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let consumer = next_consumer_id();
+        let name = format!("{DIRECT_REPLY_TO}.g{}.{consumer}.{secret:016x}", self.id);
+        let tag = if c.consumer_tag.as_str().is_empty() {
+            format!("amq.ctag-{consumer}")
+        } else {
+            c.consumer_tag.to_string()
+        };
+        self.replies
+            .lock()
+            .expect("replies lock")
+            .insert(name.clone(), (self.deliveries.clone(), consumer));
+        self.reply_consumers
+            .insert(consumer, (id, tag.clone(), name.clone()));
+        self.ch(id).reply_name = Some(name);
+        if !c.nowait {
+            self.method(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: tag.as_str().into(),
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    /// Forgets a channel's direct reply-to consumer (cancelled, or its channel closed).
+    fn drop_reply_consumer(&mut self, id: u16, tag: Option<&str>) {
+        let found = self
+            .reply_consumers
+            .iter()
+            .find(|(_, (ch, t, _))| *ch == id && tag.is_none_or(|tag| tag == t))
+            .map(|(c, _)| *c);
+        if let Some(consumer) = found {
+            let (_, _, name) = self.reply_consumers.remove(&consumer).expect("found");
+            self.replies.lock().expect("replies lock").remove(&name);
+            if let Some(ch) = self.channels.get_mut(&id) {
+                ch.reply_name = None;
+            }
+        }
     }
 
     async fn get(&mut self, id: u16, g: basic::Get) -> Result<(), AmqpError> {
@@ -646,6 +716,27 @@ impl Connection {
 
     /// Writes a delivery from a queue to its consumer's channel.
     pub fn deliver(&mut self, d: Delivery) {
+        if let Some((channel, tag, _)) = self.reply_consumers.get(&d.consumer).cloned() {
+            let Some(ch) = self.channels.get_mut(&channel) else {
+                return;
+            };
+            ch.next_tag += 1;
+            let delivery_tag = ch.next_tag;
+            let out = from_record(&d.record);
+            self.content(
+                channel,
+                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                    consumer_tag: tag.as_str().into(),
+                    delivery_tag,
+                    redelivered: false,
+                    exchange: "".into(),
+                    routing_key: out.routing_key.as_str().into(),
+                })),
+                out.properties,
+                &out.body,
+            );
+            return;
+        }
         let Some(c) = self.consumers.get(&d.consumer) else {
             return;
         };
@@ -740,6 +831,55 @@ impl Connection {
         };
         let exchange = p.exchange.to_string();
         let routing_key = p.routing_key.to_string();
+        let mut header = header;
+        if header.properties.reply_to().as_ref().map(|r| r.as_str()) == Some(DIRECT_REPLY_TO) {
+            let Some(name) = self.ch(id).reply_name.clone() else {
+                return Err(AmqpError::channel(
+                    reply::PRECONDITION_FAILED,
+                    "fast reply consumer does not exist",
+                )
+                .on(60, 40));
+            };
+            header.properties = header.properties.with_reply_to(name.as_str().into());
+        }
+        if exchange.is_empty() && routing_key.starts_with(&format!("{DIRECT_REPLY_TO}.")) {
+            let target = self
+                .replies
+                .lock()
+                .expect("replies lock")
+                .get(&routing_key)
+                .cloned();
+            let body = inc.body.freeze();
+            match target {
+                Some((sink, consumer)) => {
+                    let record =
+                        to_record("", &routing_key, &header.properties, body, now_ms(), None);
+                    // A requester that cannot keep up loses replies, as with RabbitMQ.
+                    let _ = sink.try_send(Delivery {
+                        consumer,
+                        offset: 0,
+                        redelivered: false,
+                        record,
+                    });
+                }
+                None if p.mandatory => self.content(
+                    id,
+                    AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                        reply_code: reply::NO_ROUTE,
+                        reply_text: "NO_ROUTE".into(),
+                        exchange: "".into(),
+                        routing_key: routing_key.as_str().into(),
+                    })),
+                    header.properties.clone(),
+                    &body,
+                ),
+                None => {}
+            }
+            if let Some(seq) = seq {
+                self.confirm(id, seq, true);
+            }
+            return Ok(());
+        }
         let headers = header
             .properties
             .headers()

@@ -45,6 +45,14 @@ pub enum Event {
     Confirmed { channel: u16, seq: u64, ok: bool },
 }
 
+/// The pseudo-queue of RabbitMQ's direct reply-to: consumers of it get replies published to
+/// the name their requests carried, with no queue in between.
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// Direct reply-to names in use on this listener, with where their replies go.
+pub type DirectReplies =
+    Arc<std::sync::Mutex<HashMap<String, (mpsc::Sender<Delivery>, ConsumerId)>>>;
+
 /// A consumer of this connection: where its deliveries go.
 pub struct ConsumerRef {
     pub channel: u16,
@@ -69,6 +77,9 @@ pub struct Connection {
     pub deliveries: mpsc::Sender<Delivery>,
     pub events: mpsc::UnboundedSender<Event>,
     pub out: Vec<u8>,
+    /// Direct reply-to consumers of this connection: (channel, tag, reply name) by id.
+    pub reply_consumers: HashMap<ConsumerId, (u16, String, String)>,
+    pub replies: DirectReplies,
 }
 
 impl Connection {
@@ -107,7 +118,13 @@ impl Connection {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Broker, config: Arc<AmqpConfig>) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Broker,
+    config: Arc<AmqpConfig>,
+    replies: DirectReplies,
+) {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
     let (deliveries_tx, deliveries_rx) = mpsc::channel(DELIVERY_BUFFER);
@@ -124,6 +141,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Broker, config: 
         deliveries: deliveries_tx,
         events: events_tx,
         out: Vec::new(),
+        reply_consumers: HashMap::new(),
+        replies,
     };
     let mut io = Io {
         stream,
@@ -195,13 +214,14 @@ fn codec_error(e: CodecError) -> AmqpError {
 
 fn server_properties() -> FieldTable {
     let mut caps = FieldTable::default();
-    // Only what Spool honours (consumer_cancel_notify, direct_reply_to and connection.blocked
-    // join when they are served).
+    // Only what Spool honours (consumer_cancel_notify and connection.blocked join when they
+    // are served).
     for cap in [
         "publisher_confirms",
         "basic.nack",
         "per_consumer_qos",
         "authentication_failure_close",
+        "direct_reply_to",
     ] {
         caps.insert(cap.into(), AMQPValue::Boolean(true));
     }

@@ -57,6 +57,7 @@ pub async fn serve(
     config: AmqpConfig,
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
+    let replies = connection::DirectReplies::default();
     let open = Arc::new(AtomicUsize::new(0));
     info!(addr = %listener.local_addr()?, "AMQP listener ready");
     loop {
@@ -68,8 +69,9 @@ pub async fn serve(
         }
         open.fetch_add(1, Ordering::Relaxed);
         let (broker, config, open) = (broker.clone(), config.clone(), open.clone());
+        let replies = replies.clone();
         tokio::spawn(async move {
-            connection::serve(stream, peer, broker, config).await;
+            connection::serve(stream, peer, broker, config, replies).await;
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
