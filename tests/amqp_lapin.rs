@@ -680,3 +680,42 @@ async fn rpc_with_direct_reply_to() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumers_of_a_deleted_queue_are_cancelled() {
+    let spool = Spool::start();
+    let conn = connect(&spool).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "doomed", FieldTable::default()).await;
+    let cch = conn.create_channel().await.unwrap();
+    let mut consumer = cch
+        .basic_consume(
+            "doomed".into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    ch.queue_delete("doomed".into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    // The server's basic.cancel ends the consumer's stream; the channel stays usable.
+    let end = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("cancelled within 30 s");
+    assert!(end.is_none(), "expected the end of the stream, got {end:?}");
+    declare(&cch, "after", FieldTable::default()).await;
+    let err = ch
+        .queue_declare(
+            "doomed".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("NOT_FOUND"), "{err}");
+}

@@ -37,8 +37,16 @@ pub struct Delivery {
     pub record: QueueRecord,
 }
 
+/// What a queue tells a consumer.
+#[derive(Debug, Clone)]
+pub enum ConsumerEvent {
+    Deliver(Delivery),
+    /// The queue is gone (deleted): the consumer will get nothing more.
+    Cancelled(ConsumerId),
+}
+
 /// Where a consumer's deliveries go: the front end's channel to its connection.
-pub type DeliverySink = mpsc::Sender<Delivery>;
+pub type DeliverySink = mpsc::Sender<ConsumerEvent>;
 
 /// A queue's behaviour, from its declaration's arguments.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -353,12 +361,14 @@ impl QueueActor {
                     continue;
                 }
                 let auto_ack = self.consumers[&id].auto_ack;
-                let sent = self.consumers[&id].sink.try_send(Delivery {
-                    consumer: id,
-                    offset: a.offset,
-                    redelivered: a.redelivered,
-                    record,
-                });
+                let sent = self.consumers[&id]
+                    .sink
+                    .try_send(ConsumerEvent::Deliver(Delivery {
+                        consumer: id,
+                        offset: a.offset,
+                        redelivered: a.redelivered,
+                        record,
+                    }));
                 match sent {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
@@ -654,6 +664,26 @@ impl QueueActor {
             unacked: self.state.acquired_count() as u64,
             consumers: self.consumers.len() as u32,
         }
+    }
+}
+
+/// Stops the queue (it was deleted): its consumers are told they are cancelled.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopQueue;
+
+impl Handler<StopQueue> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopQueue, ctx: &mut Context<Self>) {
+        for (id, c) in self.consumers.drain() {
+            let sink = c.sink;
+            actix::spawn(async move {
+                let _ = sink.send(ConsumerEvent::Cancelled(id)).await;
+            });
+        }
+        self.turn.clear();
+        ctx.stop();
     }
 }
 

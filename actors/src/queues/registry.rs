@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use spool_store::MetaStore;
 use tracing::{info, warn};
 
-use super::queue::{CountMessages, DeadLetter, QueueActor, QueueCounts, QueueSettings};
+use super::queue::{CountMessages, DeadLetter, QueueActor, QueueCounts, QueueSettings, StopQueue};
 use super::routing::{
     Arguments, Binding, ExchangeDef, ExchangeKind, QueueTarget, Routes, RoutingTable,
 };
@@ -272,8 +272,8 @@ impl QueueRegistry {
                 name: q.def.topic.clone(),
             });
         }
-        // Dropping the address stops the actor once its mailbox drains; its consumers' sinks
-        // close, which tells their channels the consumer was cancelled.
+        // Its consumers are told they are cancelled (AMQP consumer cancel notification).
+        q.addr.do_send(StopQueue);
         self.publish();
         Some(q)
     }

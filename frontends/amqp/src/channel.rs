@@ -13,8 +13,8 @@ use spool_actors::offsets_journal::now_ms;
 use spool_actors::partition::queue_append;
 use spool_actors::queues::delivery::ConsumerId;
 use spool_actors::queues::queue::{
-    AddConsumer, CountMessages, Delivery, Outcome, PurgeReady, QueueActor, ReleaseAll,
-    RemoveConsumer, SettleDeliveries, TakeOne,
+    AddConsumer, ConsumerEvent, CountMessages, Delivery, Outcome, PurgeReady, QueueActor,
+    ReleaseAll, RemoveConsumer, SettleDeliveries, TakeOne,
 };
 use spool_actors::queues::record;
 use spool_actors::queues::registry::{
@@ -505,6 +505,8 @@ impl Connection {
                 }
             }
             basic::AMQPMethod::Get(g) => self.get(id, g).await?,
+            // The client's answer to a cancel notification.
+            basic::AMQPMethod::CancelOk(_) => {}
             basic::AMQPMethod::Ack(a) => {
                 self.settle(id, a.delivery_tag, a.multiple, Outcome::Ack)?
             }
@@ -714,8 +716,36 @@ impl Connection {
         tag
     }
 
+    /// Something a queue told one of this connection's consumers.
+    pub fn consumer_event(&mut self, ev: ConsumerEvent) {
+        match ev {
+            ConsumerEvent::Deliver(d) => self.deliver(d),
+            ConsumerEvent::Cancelled(consumer) => {
+                // The queue was deleted: tell the client (consumer_cancel_notify).
+                let Some(c) = self.consumers.get_mut(&consumer) else {
+                    return;
+                };
+                if c.cancelled {
+                    return;
+                }
+                c.cancelled = true;
+                let (channel, tag) = (c.channel, c.tag.clone());
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    ch.consumers.remove(&tag);
+                    self.method(
+                        channel,
+                        AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                            consumer_tag: tag.as_str().into(),
+                            nowait: true,
+                        })),
+                    );
+                }
+            }
+        }
+    }
+
     /// Writes a delivery from a queue to its consumer's channel.
-    pub fn deliver(&mut self, d: Delivery) {
+    fn deliver(&mut self, d: Delivery) {
         if let Some((channel, tag, _)) = self.reply_consumers.get(&d.consumer).cloned() {
             let Some(ch) = self.channels.get_mut(&channel) else {
                 return;
@@ -855,12 +885,12 @@ impl Connection {
                     let record =
                         to_record("", &routing_key, &header.properties, body, now_ms(), None);
                     // A requester that cannot keep up loses replies, as with RabbitMQ.
-                    let _ = sink.try_send(Delivery {
+                    let _ = sink.try_send(ConsumerEvent::Deliver(Delivery {
                         consumer,
                         offset: 0,
                         redelivered: false,
                         record,
-                    });
+                    }));
                 }
                 None if p.mandatory => self.content(
                     id,

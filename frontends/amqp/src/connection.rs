@@ -13,7 +13,7 @@ use amq_protocol::protocol::{connection, AMQPClass, BasicProperties};
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::{Bytes, BytesMut};
 use spool_actors::queues::delivery::ConsumerId;
-use spool_actors::queues::queue::{Delivery, QueueActor, ReleaseAll, RemoveConsumer};
+use spool_actors::queues::queue::{ConsumerEvent, QueueActor, ReleaseAll, RemoveConsumer};
 use spool_actors::queues::registry::ConnectionClosed;
 use spool_actors::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,7 +51,7 @@ pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// Direct reply-to names in use on this listener, with where their replies go.
 pub type DirectReplies =
-    Arc<std::sync::Mutex<HashMap<String, (mpsc::Sender<Delivery>, ConsumerId)>>>;
+    Arc<std::sync::Mutex<HashMap<String, (mpsc::Sender<ConsumerEvent>, ConsumerId)>>>;
 
 /// A consumer of this connection: where its deliveries go.
 pub struct ConsumerRef {
@@ -74,7 +74,7 @@ pub struct Connection {
     /// Channels closed by the server, awaiting the client's close-ok.
     pub closing: std::collections::HashSet<u16>,
     pub consumers: HashMap<ConsumerId, ConsumerRef>,
-    pub deliveries: mpsc::Sender<Delivery>,
+    pub deliveries: mpsc::Sender<ConsumerEvent>,
     pub events: mpsc::UnboundedSender<Event>,
     pub out: Vec<u8>,
     /// Direct reply-to consumers of this connection: (channel, tag, reply name) by id.
@@ -214,11 +214,11 @@ fn codec_error(e: CodecError) -> AmqpError {
 
 fn server_properties() -> FieldTable {
     let mut caps = FieldTable::default();
-    // Only what Spool honours (consumer_cancel_notify and connection.blocked join when they
-    // are served).
+    // Only what Spool honours (connection.blocked joins when it is served).
     for cap in [
         "publisher_confirms",
         "basic.nack",
+        "consumer_cancel_notify",
         "per_consumer_qos",
         "authentication_failure_close",
         "direct_reply_to",
@@ -420,7 +420,7 @@ async fn run(
     conn: &mut Connection,
     io: &mut Io,
     heartbeat_s: u16,
-    mut deliveries: mpsc::Receiver<Delivery>,
+    mut deliveries: mpsc::Receiver<ConsumerEvent>,
     mut events: mpsc::UnboundedReceiver<Event>,
 ) -> End {
     let beat = (heartbeat_s > 0).then(|| Duration::from_secs(heartbeat_s as u64));
@@ -454,10 +454,10 @@ async fn run(
                     result
                 }
             },
-            Some(d) = deliveries.recv() => {
-                conn.deliver(d);
-                while let Ok(d) = deliveries.try_recv() {
-                    conn.deliver(d);
+            Some(ev) = deliveries.recv() => {
+                conn.consumer_event(ev);
+                while let Ok(ev) = deliveries.try_recv() {
+                    conn.consumer_event(ev);
                 }
                 Ok(())
             },
