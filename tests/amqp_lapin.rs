@@ -719,3 +719,37 @@ async fn consumers_of_a_deleted_queue_are_cancelled() {
         .unwrap_err();
     assert!(err.to_string().contains("NOT_FOUND"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exclusive_consumer_keeps_others_out() {
+    let spool = Spool::start();
+    let conn = connect(&spool).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "solo", FieldTable::default()).await;
+    let _only = ch
+        .basic_consume(
+            "solo".into(),
+            "only".into(),
+            BasicConsumeOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let other = conn.create_channel().await.unwrap();
+    let err = other
+        .basic_consume(
+            "solo".into(),
+            "second".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("ACCESS_REFUSED") && err.to_string().contains("exclusive use"),
+        "{err}"
+    );
+}

@@ -106,6 +106,8 @@ pub struct QueueActor {
     turn: VecDeque<ConsumerId>,
     settings: QueueSettings,
     routes: Routes,
+    /// The consumer that holds the queue exclusively, if one does.
+    exclusive_consumer: Option<ConsumerId>,
     reading: bool,
     waiting: bool,
     /// The high watermark of the last read.
@@ -132,6 +134,7 @@ impl QueueActor {
             turn: VecDeque::new(),
             settings,
             routes,
+            exclusive_consumer: None,
             reading: false,
             waiting: false,
             log_end: 0,
@@ -408,6 +411,9 @@ impl QueueActor {
 
     fn drop_consumer(&mut self, consumer: ConsumerId, requeue: bool) {
         self.consumers.remove(&consumer);
+        if self.exclusive_consumer == Some(consumer) {
+            self.exclusive_consumer = None;
+        }
         self.turn.retain(|c| *c != consumer);
         if requeue {
             self.state.release_all(consumer);
@@ -459,20 +465,31 @@ pub enum Outcome {
     Reject,
 }
 
-/// Starts delivering to a consumer.
+/// Starts delivering to a consumer. An exclusive consumer is refused when the queue has any
+/// consumer, and while it consumes nobody else is let in (AMQP's exclusive consume).
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), BrokerError>")]
 pub struct AddConsumer {
     pub consumer: ConsumerId,
     pub prefetch: u32,
     pub auto_ack: bool,
+    pub exclusive: bool,
     pub sink: DeliverySink,
 }
 
 impl Handler<AddConsumer> for QueueActor {
-    type Result = ();
+    type Result = Result<(), BrokerError>;
 
-    fn handle(&mut self, msg: AddConsumer, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AddConsumer, ctx: &mut Context<Self>) -> Self::Result {
+        if self.exclusive_consumer.is_some() || (msg.exclusive && !self.consumers.is_empty()) {
+            return Err(BrokerError::AccessRefused(format!(
+                "queue '{}' in vhost '/' in exclusive use",
+                self.name
+            )));
+        }
+        if msg.exclusive {
+            self.exclusive_consumer = Some(msg.consumer);
+        }
         self.consumers.insert(
             msg.consumer,
             Consumer {
@@ -483,6 +500,7 @@ impl Handler<AddConsumer> for QueueActor {
         );
         self.turn.push_back(msg.consumer);
         self.dispatch(ctx);
+        Ok(())
     }
 }
 

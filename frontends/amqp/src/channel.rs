@@ -562,6 +562,16 @@ impl Connection {
         }
         let consumer = next_consumer_id();
         let prefetch = self.ch(id).prefetch as u32;
+        queue
+            .send(AddConsumer {
+                consumer,
+                prefetch,
+                auto_ack: c.no_ack,
+                exclusive: c.exclusive,
+                sink: self.deliveries.clone(),
+            })
+            .await
+            .map_err(|_| AmqpError::channel(reply::NOT_FOUND, "the queue is gone"))??;
         self.ch(id).consumers.insert(tag.clone(), consumer);
         self.consumers.insert(
             consumer,
@@ -573,6 +583,8 @@ impl Connection {
                 cancelled: false,
             },
         );
+        // consume-ok goes out before any delivery: deliveries wait in the connection's channel
+        // until this handler returns.
         if !c.nowait {
             self.method(
                 id,
@@ -581,12 +593,6 @@ impl Connection {
                 })),
             );
         }
-        queue.do_send(AddConsumer {
-            consumer,
-            prefetch,
-            auto_ack: c.no_ack,
-            sink: self.deliveries.clone(),
-        });
         Ok(())
     }
 
