@@ -111,7 +111,7 @@ impl Broker {
             registry,
             groups: groups.start(),
             catalog,
-            queues: queues.start(),
+            queues: queues.run(),
             routes,
         })
     }

@@ -106,6 +106,25 @@ for body, (queue, reason) in {"refused": ("work.dl", "rejected"), "too-late": ("
           f"x-death routing keys of {body}: {props.headers}")
     check(method.exchange == "dlx" and method.routing_key == "dead", f"{body} routed {method}")
 
+# Auto-delete: the queue goes with its last consumer. x-expires: an unused queue goes after the
+# time. Both are server-side effects with no notification, so each is polled with a bound; a
+# mandatory publish (not a redeclare, which would renew x-expires) tells whether it still exists.
+def gone(queue, within=10):
+    deadline = time.time() + within
+    while time.time() < deadline:
+        try:
+            ch.basic_publish("", queue, b"probe", mandatory=True)
+        except pika.exceptions.UnroutableError:
+            return True
+    return False
+
+ch.queue_declare("ephemeral", auto_delete=True)
+tag = ch.basic_consume("ephemeral", lambda *a: None)
+ch.basic_cancel(tag)
+check(gone("ephemeral"), "auto-delete queue outlived its last consumer")
+ch.queue_declare("expiring", arguments={"x-expires": 300})
+check(gone("expiring"), "x-expires queue was not deleted")
+
 # Errors: 404 for a passive declare of a missing queue, 406 for an unknown delivery tag.
 bad = conn.channel()
 try:

@@ -57,6 +57,30 @@ pub struct QueueSettings {
     pub max_priority: Option<u8>,
     /// `x-dead-letter-exchange` (and `x-dead-letter-routing-key`): where archived records go.
     pub dead_letter: Option<DeadLetter>,
+    /// Deleted when its last consumer goes (after it had one), as AMQP's auto-delete.
+    pub auto_delete: bool,
+    /// `x-expires`: deleted after this long with no consumer, get or redeclare.
+    pub expires_ms: Option<u64>,
+}
+
+/// Tells the registry a queue should go (auto-delete or `x-expires`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct QueueUnused {
+    pub name: String,
+}
+
+/// Marks the queue used now (a redeclare), for `x-expires`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TouchQueue;
+
+impl Handler<TouchQueue> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: TouchQueue, _: &mut Context<Self>) {
+        self.last_used = std::time::Instant::now();
+    }
 }
 
 /// Where a queue's rejected, expired and over-limit records are republished.
@@ -108,6 +132,9 @@ pub struct QueueActor {
     routes: Routes,
     /// The consumer that holds the queue exclusively, if one does.
     exclusive_consumer: Option<ConsumerId>,
+    /// Where to report that the queue should be deleted (auto-delete, `x-expires`).
+    unused: Option<Recipient<QueueUnused>>,
+    last_used: std::time::Instant,
     reading: bool,
     waiting: bool,
     /// The high watermark of the last read.
@@ -135,6 +162,8 @@ impl QueueActor {
             settings,
             routes,
             exclusive_consumer: None,
+            unused: None,
+            last_used: std::time::Instant::now(),
             reading: false,
             waiting: false,
             log_end: 0,
@@ -253,8 +282,30 @@ impl QueueActor {
         true
     }
 
-    /// Archives ready records whose time has passed.
+    /// Reports queue deletion to `registry` when auto-delete or `x-expires` call for it.
+    pub fn report_unused_to(mut self, registry: Recipient<QueueUnused>) -> QueueActor {
+        self.unused = Some(registry);
+        self
+    }
+
+    fn report_unused(&mut self) {
+        if let Some(r) = self.unused.take() {
+            r.do_send(QueueUnused {
+                name: self.name.clone(),
+            });
+        }
+    }
+
+    /// Archives ready records whose time has passed; reports the queue when `x-expires` ran
+    /// out.
     fn expire_due(&mut self, ctx: &mut Context<Self>) {
+        if let Some(ms) = self.settings.expires_ms {
+            let idle = self.consumers.is_empty()
+                && self.last_used.elapsed() >= std::time::Duration::from_millis(ms);
+            if idle {
+                self.report_unused();
+            }
+        }
         let now = crate::offsets_journal::now_ms();
         let due: Vec<u64> = self
             .state
@@ -410,7 +461,13 @@ impl QueueActor {
     }
 
     fn drop_consumer(&mut self, consumer: ConsumerId, requeue: bool) {
-        self.consumers.remove(&consumer);
+        self.last_used = std::time::Instant::now();
+        if self.consumers.remove(&consumer).is_some()
+            && self.consumers.is_empty()
+            && self.settings.auto_delete
+        {
+            self.report_unused();
+        }
         if self.exclusive_consumer == Some(consumer) {
             self.exclusive_consumer = None;
         }
@@ -625,6 +682,7 @@ impl Handler<TakeOne> for QueueActor {
     type Result = ResponseActFuture<Self, Option<Delivery>>;
 
     fn handle(&mut self, msg: TakeOne, _: &mut Context<Self>) -> Self::Result {
+        self.last_used = std::time::Instant::now();
         // Read what was appended first, so the best record (priority, then age) is chosen
         // among everything published before the request.
         self.catch_up(move |act, _| act.take_one(&msg))

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use spool_store::MetaStore;
 use tracing::{info, warn};
 
-use super::queue::{CountMessages, DeadLetter, QueueActor, QueueCounts, QueueSettings, StopQueue};
+use super::queue::{
+    CountMessages, DeadLetter, QueueActor, QueueCounts, QueueSettings, QueueUnused, StopQueue,
+    TouchQueue,
+};
 use super::routing::{
     Arguments, Binding, ExchangeDef, ExchangeKind, QueueTarget, Routes, RoutingTable,
 };
@@ -67,6 +70,11 @@ impl QueueDef {
                 exchange,
                 routing_key: text("x-dead-letter-routing-key"),
             }),
+            auto_delete: self.auto_delete,
+            expires_ms: self
+                .arguments
+                .get("x-expires")
+                .and_then(serde_json::Value::as_u64),
         }
     }
 
@@ -134,6 +142,8 @@ pub struct QueueRegistry {
     queues: BTreeMap<String, QueueEntry>,
     exchanges: BTreeMap<String, ExchangeDef>,
     bindings: BTreeSet<Binding>,
+    /// Durable queues loaded by `recover`, started by `run`.
+    recovered: Vec<QueueDef>,
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -164,6 +174,7 @@ impl QueueRegistry {
                 .map(|e| (e.name.clone(), e))
                 .collect(),
             bindings: BTreeSet::new(),
+            recovered: Vec::new(),
         };
         for (_, bytes) in reg.meta.definitions(EXCHANGE)? {
             match serde_json::from_slice::<ExchangeDef>(&bytes) {
@@ -194,16 +205,25 @@ impl QueueRegistry {
             bindings = reg.bindings.len(),
             "queue definitions recovered"
         );
-        for def in defs {
-            let addr = reg.start_queue(&def);
-            reg.queues
-                .insert(def.name.clone(), QueueEntry { def, addr });
-        }
-        reg.publish();
+        reg.recovered = defs;
         Ok(reg)
     }
 
-    fn start_queue(&mut self, def: &QueueDef) -> Addr<QueueActor> {
+    /// Starts the registry and the recovered queues' actors (which report back to it).
+    pub fn run(mut self) -> Addr<QueueRegistry> {
+        QueueRegistry::create(move |ctx| {
+            let me = ctx.address().recipient();
+            for def in std::mem::take(&mut self.recovered) {
+                let addr = self.start_queue(&def, me.clone());
+                self.queues
+                    .insert(def.name.clone(), QueueEntry { def, addr });
+            }
+            self.publish();
+            self
+        })
+    }
+
+    fn start_queue(&mut self, def: &QueueDef, me: Recipient<QueueUnused>) -> Addr<QueueActor> {
         let actor = QueueActor::new(
             def.name.clone(),
             def.topic.clone(),
@@ -211,7 +231,8 @@ impl QueueRegistry {
             self.journal.clone(),
             self.routes.clone(),
             def.settings(),
-        );
+        )
+        .report_unused_to(me);
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
         QueueActor::start_in_arbiter(arbiter, move |_| actor)
@@ -346,6 +367,7 @@ impl Handler<DeclareQueue> for QueueRegistry {
     fn handle(&mut self, msg: DeclareQueue, _: &mut Context<Self>) -> Self::Result {
         let found = |q: &QueueEntry| {
             let (name, addr) = (q.def.name.clone(), q.addr.clone());
+            addr.do_send(TouchQueue);
             async move {
                 let counts = addr.send(CountMessages).await.unwrap_or_default();
                 Ok(DeclaredQueue { name, counts, addr })
@@ -438,7 +460,7 @@ impl Handler<DeclareQueue> for QueueRegistry {
                     }
                 }
                 .into_actor(self)
-                .then(move |res, act, _| {
+                .then(move |res, act, ctx| {
                     let result = res.and_then(|(topic, owns_topic)| {
                         let def = QueueDef {
                             name: name.clone(),
@@ -452,7 +474,7 @@ impl Handler<DeclareQueue> for QueueRegistry {
                         if def.durable {
                             act.meta.put_definition(QUEUE, &name, &json(&def))?;
                         }
-                        let addr = act.start_queue(&def);
+                        let addr = act.start_queue(&def, ctx.address().recipient());
                         info!(queue = %name, topic = %def.topic, durable = def.durable, "queue declared");
                         act.queues.insert(name.clone(), QueueEntry { def, addr: addr.clone() });
                         act.publish();
@@ -528,6 +550,16 @@ impl Handler<DeleteQueue> for QueueRegistry {
                 Ok(counts.ready)
             });
         AtomicResponse::new(Box::pin(fut))
+    }
+}
+
+impl Handler<QueueUnused> for QueueRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: QueueUnused, _: &mut Context<Self>) {
+        if self.remove_queue(&msg.name).is_some() {
+            info!(queue = %msg.name, "queue deleted (auto-delete or x-expires)");
+        }
     }
 }
 
