@@ -106,6 +106,22 @@ for body, (queue, reason) in {"refused": ("work.dl", "rejected"), "too-late": ("
           f"x-death routing keys of {body}: {props.headers}")
     check(method.exchange == "dlx" and method.routing_key == "dead", f"{body} routed {method}")
 
+# x-max-length: drop-head keeps the newest; reject-publish nacks the publish that overflows.
+ch.queue_declare("capped", arguments={"x-max-length": 2})
+for b in [b"1", b"2", b"3"]:
+    ch.basic_publish("", "capped", b)
+kept = [ch.basic_get("capped", auto_ack=True)[2] for _ in range(2)]
+check(kept == [b"2", b"3"] and ch.basic_get("capped")[0] is None, f"drop-head kept {kept}")
+ch.queue_declare("full", arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+ch.basic_publish("", "full", b"first")
+try:
+    ch.basic_publish("", "full", b"second")
+    sys.exit("FAILED: reject-publish accepted a publish beyond x-max-length")
+except pika.exceptions.NackError:
+    pass
+check(ch.basic_get("full", auto_ack=True)[2] == b"first" and ch.basic_get("full")[0] is None,
+      "reject-publish queue content")
+
 # Auto-delete: the queue goes with its last consumer. x-expires: an unused queue goes after the
 # time. Both are server-side effects with no notification, so each is polled with a bound; a
 # mandatory publish (not a redeclare, which would renew x-expires) tells whether it still exists.

@@ -307,6 +307,16 @@ impl DeliveryState {
         self.available.iter().map(|(_, o)| *o)
     }
 
+    /// The `n` oldest available offsets (the head of the queue, whatever their priority).
+    pub fn oldest_available(&self, n: usize) -> Vec<u64> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| p.holder.is_none())
+            .map(|(o, _)| *o)
+            .take(n)
+            .collect()
+    }
+
     fn release_hold(&mut self, consumer: ConsumerId, offset: u64) -> bool {
         let held = self
             .held

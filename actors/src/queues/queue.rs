@@ -61,6 +61,19 @@ pub struct QueueSettings {
     pub auto_delete: bool,
     /// `x-expires`: deleted after this long with no consumer, get or redeclare.
     pub expires_ms: Option<u64>,
+    /// `x-max-length`: most ready records; `x-overflow` says what happens beyond it.
+    pub max_length: Option<u64>,
+    pub overflow: Overflow,
+}
+
+/// What a full queue (`x-max-length`) does, as `x-overflow` names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// The oldest ready records are dropped (dead-lettered as `maxlen`).
+    #[default]
+    DropHead,
+    /// New publishes are refused (the publisher gets a nack).
+    RejectPublish,
 }
 
 /// Tells the registry a queue should go (auto-delete or `x-expires`).
@@ -97,6 +110,8 @@ pub enum DeathReason {
     Rejected,
     Expired,
     DeliveryLimit,
+    /// Dropped from the head of a full queue.
+    MaxLength,
 }
 
 impl DeathReason {
@@ -105,6 +120,7 @@ impl DeathReason {
             DeathReason::Rejected => "rejected",
             DeathReason::Expired => "expired",
             DeathReason::DeliveryLimit => "delivery_limit",
+            DeathReason::MaxLength => "maxlen",
         }
     }
 }
@@ -132,6 +148,8 @@ pub struct QueueActor {
     routes: Routes,
     /// The consumer that holds the queue exclusively, if one does.
     exclusive_consumer: Option<ConsumerId>,
+    /// Publishes admitted (x-overflow=reject-publish) and not yet read from the log.
+    admitted: u64,
     /// Where to report that the queue should be deleted (auto-delete, `x-expires`).
     unused: Option<Recipient<QueueUnused>>,
     last_used: std::time::Instant,
@@ -162,6 +180,7 @@ impl QueueActor {
             settings,
             routes,
             exclusive_consumer: None,
+            admitted: 0,
             unused: None,
             last_used: std::time::Instant::now(),
             reading: false,
@@ -275,11 +294,25 @@ impl QueueActor {
             ranked.push((s.offset, priority));
             self.records.insert(s.offset, s.record);
         }
+        self.admitted = self.admitted.saturating_sub(ranked.len() as u64);
         self.state.add_read(&ranked, through);
         if !expired.is_empty() {
             self.finish_archived(&expired, Some(DeathReason::Expired));
         }
+        self.drop_head();
         true
+    }
+
+    /// `x-max-length` with drop-head: the oldest ready records beyond the limit go.
+    fn drop_head(&mut self) {
+        let Some(max) = self.settings.max_length else {
+            return;
+        };
+        let ready = self.counts().ready;
+        if self.settings.overflow == Overflow::DropHead && ready > max {
+            let excess = self.state.oldest_available((ready - max) as usize);
+            self.finish_archived(&excess, Some(DeathReason::MaxLength));
+        }
     }
 
     /// Reports queue deletion to `registry` when auto-delete or `x-expires` call for it.
@@ -740,6 +773,30 @@ impl QueueActor {
             unacked: self.state.acquired_count() as u64,
             consumers: self.consumers.len() as u32,
         }
+    }
+}
+
+/// Asks whether a publish may enter (x-overflow=reject-publish on a full queue refuses it).
+/// An admitted publish counts as ready until it is read from the log.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct AdmitPublish;
+
+impl Handler<AdmitPublish> for QueueActor {
+    type Result = ResponseActFuture<Self, bool>;
+
+    fn handle(&mut self, _: AdmitPublish, ctx: &mut Context<Self>) -> Self::Result {
+        let handle = <Self as Handler<CountMessages>>::handle(self, CountMessages, ctx);
+        Box::pin(handle.map(|counts, act, _| {
+            let full = act
+                .settings
+                .max_length
+                .is_some_and(|max| counts.ready + act.admitted >= max);
+            if !full {
+                act.admitted += 1;
+            }
+            !full
+        }))
     }
 }
 

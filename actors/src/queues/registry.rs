@@ -12,8 +12,8 @@ use spool_store::MetaStore;
 use tracing::{info, warn};
 
 use super::queue::{
-    CountMessages, DeadLetter, QueueActor, QueueCounts, QueueSettings, QueueUnused, StopQueue,
-    TouchQueue,
+    CountMessages, DeadLetter, Overflow, QueueActor, QueueCounts, QueueSettings, QueueUnused,
+    StopQueue, TouchQueue,
 };
 use super::routing::{
     Arguments, Binding, ExchangeDef, ExchangeKind, QueueTarget, Routes, RoutingTable,
@@ -75,6 +75,14 @@ impl QueueDef {
                 .arguments
                 .get("x-expires")
                 .and_then(serde_json::Value::as_u64),
+            max_length: self
+                .arguments
+                .get("x-max-length")
+                .and_then(serde_json::Value::as_u64),
+            overflow: match text("x-overflow").as_deref() {
+                Some("reject-publish") | Some("reject-publish-dlx") => Overflow::RejectPublish,
+                _ => Overflow::DropHead,
+            },
         }
     }
 
@@ -257,6 +265,11 @@ impl QueueRegistry {
                                 .arguments
                                 .get("x-message-ttl")
                                 .and_then(serde_json::Value::as_i64),
+                            admission: {
+                                let s = q.def.settings();
+                                (s.overflow == Overflow::RejectPublish && s.max_length.is_some())
+                                    .then(|| q.addr.clone())
+                            },
                         },
                     )
                 })

@@ -13,8 +13,8 @@ use spool_actors::offsets_journal::now_ms;
 use spool_actors::partition::queue_append;
 use spool_actors::queues::delivery::ConsumerId;
 use spool_actors::queues::queue::{
-    AddConsumer, ConsumerEvent, CountMessages, Delivery, Outcome, PurgeReady, QueueActor,
-    ReleaseAll, RemoveConsumer, SettleDeliveries, TakeOne,
+    AddConsumer, AdmitPublish, ConsumerEvent, CountMessages, Delivery, Outcome, PurgeReady,
+    QueueActor, ReleaseAll, RemoveConsumer, SettleDeliveries, TakeOne,
 };
 use spool_actors::queues::record;
 use spool_actors::queues::registry::{
@@ -963,7 +963,16 @@ impl Connection {
         let catalog = self.broker.catalog.snapshot();
         let now = now_ms();
         let mut appends = Vec::with_capacity(targets.len());
+        // A full queue with x-overflow=reject-publish refuses the message: it is not appended
+        // there, and the publisher gets a nack.
+        let mut refused = false;
         for t in &targets {
+            if let Some(q) = &t.admission {
+                if !q.send(AdmitPublish).await.unwrap_or(false) {
+                    refused = true;
+                    continue;
+                }
+            }
             let rec = to_record(
                 &exchange,
                 &routing_key,
@@ -983,7 +992,7 @@ impl Connection {
         }
         let events = self.events.clone();
         tokio::spawn(async move {
-            let mut ok = true;
+            let mut ok = !refused;
             for a in appends {
                 ok &= matches!(a.await, Some(Ok(_)));
             }
