@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// AMQP heartbeat offered, in seconds; 0 for none [default: 60].
     #[arg(long, env = "SPOOL_AMQP_HEARTBEAT")]
     pub amqp_heartbeat: Option<u16>,
+    /// Published AMQP bytes on their way to the log before publishers get connection.blocked
+    /// and are no longer read [default: 67108864].
+    #[arg(long, env = "SPOOL_AMQP_MAX_INFLIGHT_BYTES")]
+    pub amqp_max_inflight_bytes: Option<usize>,
     /// host:port clients are told to connect to [default: the listener's host and port, with
     /// 127.0.0.1 for an unspecified host].
     #[arg(long, env = "SPOOL_ADVERTISED_KAFKA_ADDR")]
@@ -140,6 +144,7 @@ impl ServeArgs {
             amqp_frame_max,
             amqp_channel_max,
             amqp_heartbeat,
+            amqp_max_inflight_bytes,
             advertised_kafka_addr,
             node_id,
             log_level,

@@ -200,6 +200,7 @@ fn amqp_config(args: &ServeArgs) -> anyhow::Result<AmqpConfig> {
         channel_max: args.amqp_channel_max.unwrap_or(d.channel_max).max(1),
         heartbeat_s: args.amqp_heartbeat.unwrap_or(d.heartbeat_s),
         max_connections: args.max_connections.unwrap_or(d.max_connections),
+        max_inflight_bytes: args.amqp_max_inflight_bytes.unwrap_or(d.max_inflight_bytes),
         users,
         ..d
     })

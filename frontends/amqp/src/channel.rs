@@ -991,11 +991,16 @@ impl Connection {
             appends.push(queue_append(&addr, vec![batch]));
         }
         let events = self.events.clone();
+        let (inflight, size) = (self.inflight.clone(), body.len() * appends.len());
+        inflight.add(size);
+        self.publisher = true;
+        self.overflowed |= inflight.bytes() > self.config.max_inflight_bytes;
         tokio::spawn(async move {
             let mut ok = !refused;
             for a in appends {
                 ok &= matches!(a.await, Some(Ok(_)));
             }
+            inflight.release(size);
             if let Some(seq) = seq {
                 let _ = events.send(Event::Confirmed {
                     channel: id,

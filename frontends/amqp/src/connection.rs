@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::channel::Channel;
 use crate::codec::{self, CodecError};
 use crate::reply::{self, AmqpError};
-use crate::AmqpConfig;
+use crate::{AmqpConfig, Inflight};
 
 /// Connection ids, for exclusive queues; consumer ids, unique across the broker.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -80,6 +80,11 @@ pub struct Connection {
     /// Direct reply-to consumers of this connection: (channel, tag, reply name) by id.
     pub reply_consumers: HashMap<ConsumerId, (u16, String, String)>,
     pub replies: DirectReplies,
+    pub inflight: Arc<Inflight>,
+    /// This connection has published (only publishers are blocked).
+    pub publisher: bool,
+    /// A publish of this connection took the bytes in flight over the limit.
+    pub overflowed: bool,
 }
 
 impl Connection {
@@ -124,6 +129,7 @@ pub async fn serve(
     broker: Broker,
     config: Arc<AmqpConfig>,
     replies: DirectReplies,
+    inflight: Arc<Inflight>,
 ) {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
@@ -143,6 +149,9 @@ pub async fn serve(
         out: Vec::new(),
         reply_consumers: HashMap::new(),
         replies,
+        inflight,
+        publisher: false,
+        overflowed: false,
     };
     let mut io = Io {
         stream,
@@ -214,8 +223,9 @@ fn codec_error(e: CodecError) -> AmqpError {
 
 fn server_properties() -> FieldTable {
     let mut caps = FieldTable::default();
-    // Only what Spool honours (connection.blocked joins when it is served).
+    // Only what Spool honours.
     for cap in [
+        "connection.blocked",
         "publisher_confirms",
         "basic.nack",
         "consumer_cancel_notify",
@@ -427,9 +437,36 @@ async fn run(
     let mut ticker = tokio::time::interval(beat.map_or(Duration::from_secs(3600), |b| b / 2));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let mut blocked = false;
     loop {
+        // Flow control: while published bytes on their way to the log exceed the limit, a
+        // publishing connection is told so and its socket is not read.
+        let inflight = conn.inflight.clone();
+        let released = inflight.released();
+        let over = conn.publisher && inflight.bytes() > conn.config.max_inflight_bytes;
+        // A publish that went over the limit blocks at least once, however fast it lands.
+        if !blocked && (over || std::mem::take(&mut conn.overflowed)) {
+            blocked = true;
+            conn.method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+                    reason: "low on memory".into(),
+                })),
+            );
+        }
+        if blocked && !over {
+            blocked = false;
+            conn.method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})),
+            );
+        }
+        if let Err(e) = flush(conn, io).await {
+            return End::Io(e.text);
+        }
         let step: Result<(), AmqpError> = tokio::select! {
-            read = io.stream.read_buf(&mut io.buf) => match read {
+            _ = released, if blocked => Ok(()),
+            read = io.stream.read_buf(&mut io.buf), if !blocked => match read {
                 Ok(0) => return End::Io("peer closed".into()),
                 Err(e) => return End::Io(e.to_string()),
                 Ok(_) => {

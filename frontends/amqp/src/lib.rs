@@ -34,6 +34,37 @@ pub struct AmqpConfig {
     pub users: Vec<(String, String)>,
     /// `guest` only from loopback, as RabbitMQ does.
     pub guest_loopback_only: bool,
+    /// Bytes of published messages not yet appended, across connections, before publishing
+    /// connections are blocked (`connection.blocked`) and their sockets no longer read.
+    pub max_inflight_bytes: usize,
+}
+
+/// Published bytes on their way to the log, shared by every connection of the listener.
+#[derive(Debug, Default)]
+pub struct Inflight {
+    bytes: AtomicUsize,
+    /// Woken whenever bytes are released.
+    released: tokio::sync::Notify,
+}
+
+impl Inflight {
+    pub fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn release(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::Relaxed);
+        self.released.notify_waiters();
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Resolves at the next release (guaranteed from the moment it is called).
+    pub fn released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.released.notified()
+    }
 }
 
 impl Default for AmqpConfig {
@@ -46,6 +77,7 @@ impl Default for AmqpConfig {
             max_connections: 10_000,
             users: vec![("guest".into(), "guest".into())],
             guest_loopback_only: true,
+            max_inflight_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -58,6 +90,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
     let replies = connection::DirectReplies::default();
+    let inflight = Arc::new(Inflight::default());
     let open = Arc::new(AtomicUsize::new(0));
     info!(addr = %listener.local_addr()?, "AMQP listener ready");
     loop {
@@ -69,9 +102,9 @@ pub async fn serve(
         }
         open.fetch_add(1, Ordering::Relaxed);
         let (broker, config, open) = (broker.clone(), config.clone(), open.clone());
-        let replies = replies.clone();
+        let (replies, inflight) = (replies.clone(), inflight.clone());
         tokio::spawn(async move {
-            connection::serve(stream, peer, broker, config, replies).await;
+            connection::serve(stream, peer, broker, config, replies, inflight).await;
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }

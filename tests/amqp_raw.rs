@@ -1,5 +1,6 @@
-//! Bad input on the AMQP listener, with hand-built bytes: each case closes only its own
-//! connection, with AMQP's reply code, and the broker keeps serving other clients.
+//! The AMQP listener with hand-built bytes. Bad input: each case closes only its own
+//! connection, with AMQP's reply code, and the broker keeps serving other clients. Flow
+//! control: connection.blocked and connection.unblocked frames, in order.
 
 mod common;
 
@@ -42,19 +43,43 @@ fn close_code(bytes: &[u8]) -> Option<u16> {
     None
 }
 
+/// A frame of `kind` on `channel` with `payload`.
+fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![kind];
+    f.extend_from_slice(&channel.to_be_bytes());
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f.push(0xCE);
+    f
+}
+
+/// A method frame on channel 0.
+fn method(class: u16, method: u16, args: &[u8]) -> Vec<u8> {
+    on(0, class, method, args)
+}
+
+/// A method frame on `channel`.
+fn on(channel: u16, class: u16, method: u16, args: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&class.to_be_bytes());
+    payload.extend_from_slice(&method.to_be_bytes());
+    payload.extend_from_slice(args);
+    frame(1, channel, &payload)
+}
+
+/// Reads until `bytes` holds a method with this class and id (channel 0); the bytes read.
+fn read_until(s: &mut TcpStream, seen: &mut Vec<u8>, class: u16, method: u16) {
+    let want = [class.to_be_bytes(), method.to_be_bytes()].concat();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(4).any(|w| w == want) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed while waiting for method {class}.{method}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// PLAIN login as guest, through tune-ok and open, with raw frames after the header.
 fn login(s: &mut TcpStream) {
-    fn method(class: u16, method: u16, args: &[u8]) -> Vec<u8> {
-        let mut payload = Vec::new();
-        payload.extend_from_slice(&class.to_be_bytes());
-        payload.extend_from_slice(&method.to_be_bytes());
-        payload.extend_from_slice(args);
-        let mut f = vec![1, 0, 0];
-        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        f.extend_from_slice(&payload);
-        f.push(0xCE);
-        f
-    }
     let mut start_ok = Vec::new();
     start_ok.extend_from_slice(&0u32.to_be_bytes()); // client properties: empty table
     start_ok.push(5);
@@ -74,14 +99,7 @@ fn login(s: &mut TcpStream) {
     s.write_all(&method(10, 11, &start_ok)).unwrap();
     s.write_all(&method(10, 31, &tune_ok)).unwrap();
     s.write_all(&method(10, 40, &open_args)).unwrap();
-    // Read up to open-ok (class 10 method 41).
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !seen.windows(4).any(|w| w == [0, 10, 0, 41]) {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed during login");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    read_until(s, &mut Vec::new(), 10, 41);
 }
 
 async fn still_serves(spool: &Spool) {
@@ -145,5 +163,44 @@ async fn a_wrong_password_is_refused_with_access_refused() {
         err.to_string().contains("ACCESS_REFUSED") || err.to_string().contains("403"),
         "{err}"
     );
+    still_serves(&spool).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishers_are_blocked_while_published_bytes_exceed_the_limit() {
+    // A 1-byte limit: every publish blocks its connection until the message is appended.
+    let spool = Spool::start_with(&["--amqp-max-inflight-bytes", "1"]);
+    let mut s = open(&spool);
+    login(&mut s);
+    s.write_all(&on(1, 20, 10, &[0])).unwrap(); // channel.open
+    read_until(&mut s, &mut Vec::new(), 20, 11);
+    // basic.publish to the default exchange, routing key "nowhere" (unroutable but published),
+    // then its content header and body.
+    let mut publish = vec![0, 0, 0]; // ticket, exchange ""
+    publish.push(7);
+    publish.extend_from_slice(b"nowhere");
+    publish.push(0); // mandatory, immediate
+    s.write_all(&on(1, 60, 40, &publish)).unwrap();
+    let mut header = vec![0, 60, 0, 0];
+    header.extend_from_slice(&5u64.to_be_bytes());
+    header.extend_from_slice(&[0, 0]); // no properties
+    s.write_all(&frame(2, 1, &header)).unwrap();
+    s.write_all(&frame(3, 1, b"hello")).unwrap();
+    // Unroutable publishes are not appended: nothing is in flight and nobody is blocked. A
+    // routed one is: declare a queue and publish to it.
+    let mut declare = vec![0, 0, 1, b'q', 0b0000_0010]; // ticket, "q", durable
+    declare.extend_from_slice(&0u32.to_be_bytes()); // no arguments
+    s.write_all(&on(1, 50, 10, &declare)).unwrap();
+    read_until(&mut s, &mut Vec::new(), 50, 11);
+    let publish = [0, 0, 0, 1, b'q', 0];
+    s.write_all(&on(1, 60, 40, &publish)).unwrap();
+    s.write_all(&frame(2, 1, &header)).unwrap();
+    s.write_all(&frame(3, 1, b"hello")).unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut s, &mut seen, 10, 60); // connection.blocked
+    read_until(&mut s, &mut seen, 10, 61); // connection.unblocked, once appended
+    let blocked = seen.windows(4).position(|w| w == [0, 10, 0, 60]).unwrap();
+    let unblocked = seen.windows(4).position(|w| w == [0, 10, 0, 61]).unwrap();
+    assert!(blocked < unblocked);
     still_serves(&spool).await;
 }
