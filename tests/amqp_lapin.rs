@@ -753,3 +753,47 @@ async fn an_exclusive_consumer_keeps_others_out() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn higher_priority_consumers_are_served_first() {
+    let spool = Spool::start();
+    let conn = connect(&spool).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "ranked", FieldTable::default()).await;
+    let subscribe = |prefetch: u16, priority: i32| {
+        let conn = &conn;
+        async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .unwrap();
+            let mut args = FieldTable::default();
+            args.insert("x-priority".into(), AMQPValue::LongInt(priority));
+            let c = ch
+                .basic_consume(
+                    "ranked".into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    args,
+                )
+                .await
+                .unwrap();
+            (ch, c)
+        }
+    };
+    let (_low_ch, mut low) = subscribe(100, 0).await;
+    let (_high_ch, mut high) = subscribe(5, 10).await;
+    publish_confirmed(&ch, "", "ranked", (0..20).map(|i| i.to_string())).await;
+    // The high-priority consumer takes what its prefetch allows, from the head; the other
+    // gets the rest.
+    let mut got_high = Vec::new();
+    for _ in 0..5 {
+        got_high.push(body(&next(&mut high).await));
+    }
+    let mut got_low = Vec::new();
+    for _ in 0..15 {
+        got_low.push(body(&next(&mut low).await));
+    }
+    assert_eq!(got_high, (0..5).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert_eq!(got_low, (5..20).map(|i| i.to_string()).collect::<Vec<_>>());
+}

@@ -128,6 +128,8 @@ impl DeathReason {
 struct Consumer {
     /// Unacknowledged deliveries allowed at once (0: no limit).
     prefetch: u32,
+    /// Higher-priority consumers are served first (`x-priority`).
+    priority: i32,
     /// Deliveries are settled on sending (AMQP no-ack).
     auto_ack: bool,
     sink: DeliverySink,
@@ -420,21 +422,23 @@ impl QueueActor {
         let now = crate::offsets_journal::now_ms();
         let mut idle_rounds = 0;
         while self.state.available_count() > 0 && idle_rounds < self.turn.len() {
+            // Consumers take turns within the highest priority that has credit (AMQP
+            // consumer priorities, `x-priority`); lower ones get records only when those
+            // cannot take more.
+            let Some(top) = self
+                .turn
+                .iter()
+                .filter(|id| self.credit(**id) > 0)
+                .map(|id| self.consumers[id].priority)
+                .max()
+            else {
+                break;
+            };
             let Some(id) = self.turn.pop_front() else {
                 break;
             };
             self.turn.push_back(id);
-            let c = &self.consumers[&id];
-            let credit = if c.auto_ack {
-                c.sink.capacity().min(AUTO_ACK_WINDOW)
-            } else if c.prefetch == 0 {
-                c.sink.capacity()
-            } else {
-                (c.prefetch as usize)
-                    .saturating_sub(self.state.held_by(id))
-                    .min(c.sink.capacity())
-            };
-            if credit == 0 {
+            if self.consumers[&id].priority != top || self.credit(id) == 0 {
                 idle_rounds += 1;
                 continue;
             }
@@ -491,6 +495,20 @@ impl QueueActor {
             self.finish_archived(&expired, Some(DeathReason::Expired));
         }
         self.fill(ctx);
+    }
+
+    /// Deliveries a consumer can take now: its prefetch room, bounded by its connection's.
+    fn credit(&self, id: ConsumerId) -> usize {
+        let c = &self.consumers[&id];
+        if c.auto_ack {
+            c.sink.capacity().min(AUTO_ACK_WINDOW)
+        } else if c.prefetch == 0 {
+            c.sink.capacity()
+        } else {
+            (c.prefetch as usize)
+                .saturating_sub(self.state.held_by(id))
+                .min(c.sink.capacity())
+        }
     }
 
     fn drop_consumer(&mut self, consumer: ConsumerId, requeue: bool) {
@@ -564,6 +582,8 @@ pub struct AddConsumer {
     pub prefetch: u32,
     pub auto_ack: bool,
     pub exclusive: bool,
+    /// `x-priority` of the consume (0 by default).
+    pub priority: i32,
     pub sink: DeliverySink,
 }
 
@@ -584,6 +604,7 @@ impl Handler<AddConsumer> for QueueActor {
             msg.consumer,
             Consumer {
                 prefetch: msg.prefetch,
+                priority: msg.priority,
                 auto_ack: msg.auto_ack,
                 sink: msg.sink,
             },

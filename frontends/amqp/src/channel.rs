@@ -568,6 +568,10 @@ impl Connection {
                 prefetch,
                 auto_ack: c.no_ack,
                 exclusive: c.exclusive,
+                priority: table_to_args(&c.arguments)
+                    .get("x-priority")
+                    .and_then(serde_json::Value::as_i64)
+                    .map_or(0, |p| p.clamp(i32::MIN as i64, i32::MAX as i64) as i32),
                 sink: self.deliveries.clone(),
             })
             .await
