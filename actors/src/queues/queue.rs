@@ -159,6 +159,8 @@ pub struct QueueActor {
     waiting: bool,
     /// The high watermark of the last read.
     log_end: u64,
+    /// The log has been read at least once (until then `log_end` is unknown).
+    read_once: bool,
 }
 
 impl QueueActor {
@@ -188,6 +190,7 @@ impl QueueActor {
             reading: false,
             waiting: false,
             log_end: 0,
+            read_once: false,
         }
     }
 
@@ -214,7 +217,7 @@ impl QueueActor {
             return;
         };
         let from = self.state.read_to();
-        if from < self.log_end || self.log_end == 0 {
+        if from < self.log_end || !self.read_once {
             self.reading = true;
             let read = addr.send(ReadRecords {
                 offset: from,
@@ -237,6 +240,7 @@ impl QueueActor {
                     Ok(Err(BrokerError::OffsetOutOfRange { start, end, .. })) => {
                         // Retention removed records the queue had not finished: skip them.
                         act.log_end = end;
+                        act.read_once = true;
                         if from < start {
                             warn!(queue = %act.name, from, start, "records removed before delivery");
                             let gone: Vec<u64> = (from..start).collect();
@@ -272,7 +276,10 @@ impl QueueActor {
         log_start: u64,
     ) -> bool {
         self.log_end = high_watermark;
+        self.read_once = true;
         let from = from.max(log_start);
+        // Past every batch read, records or not (control batches), so reading moves on.
+        let through = record::span_end(&bytes).unwrap_or(from).max(from);
         let stored = match record::decode(bytes) {
             Ok(s) => s,
             Err(e) => {
@@ -280,7 +287,6 @@ impl QueueActor {
                 return false;
             }
         };
-        let through = stored.last().map_or(from, |r| r.offset + 1).max(from);
         let now = crate::offsets_journal::now_ms();
         let mut ranked = Vec::with_capacity(stored.len());
         let mut expired = Vec::new();

@@ -181,6 +181,16 @@ pub fn encode(records: &[QueueRecord]) -> Result<ValidatedBatch, BrokerError> {
     ValidatedBatch::new(buf.freeze())
 }
 
+/// The offset after the last batch of a read (its base offset plus its span), whatever the
+/// batches hold (control batches included); `None` for no batch.
+pub fn span_end(bytes: &[u8]) -> Option<u64> {
+    let batches = crate::record_batch::split(bytes).ok()?;
+    let last = batches.last()?;
+    let base = i64::from_be_bytes(last.get(..8)?.try_into().ok()?);
+    let header = crate::record_batch::describe(last)?;
+    Some((base + header.info.last_offset_delta as i64 + 1).max(0) as u64)
+}
+
 /// Decodes the batches a read returned (any codec), skipping control records. Records are
 /// returned in offset order.
 pub fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, BrokerError> {
