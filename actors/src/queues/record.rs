@@ -247,5 +247,7 @@ mod tests {
         assert_eq!(back[0].record.priority(), 7);
         assert_eq!(back[1].record.priority(), 0);
         assert_eq!(back[1].record.expires_at_ms(), None);
+        assert_eq!(span_end(batch.bytes()), Some(2));
+        assert_eq!(span_end(&[]), None);
     }
 }
