@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::{bench_rebalance, bench_wire};
+use crate::{bench_amqp, bench_rebalance, bench_wire};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -63,6 +63,25 @@ pub struct BenchArgs {
     /// to rebalance when one more joins, for each group protocol (see `--partitions`).
     #[arg(long, default_value_t = 0)]
     rebalance: usize,
+    /// Instead of Kafka, run the task-queue workload against this AMQP broker, e.g.
+    /// amqp://guest:guest@127.0.0.1:5672/%2f (Spool or RabbitMQ).
+    #[arg(long)]
+    amqp: Option<String>,
+    /// AMQP: messages to publish and consume (bodies are --record-size bytes).
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// AMQP: publisher confirms outstanding at most.
+    #[arg(long, default_value_t = 1000)]
+    confirm_window: usize,
+    /// AMQP: competing consumers, each with its own connection.
+    #[arg(long, default_value_t = 4)]
+    consumers: usize,
+    /// AMQP: basic.qos prefetch of each consumer.
+    #[arg(long, default_value_t = 100)]
+    prefetch: u16,
+    /// AMQP: x-queue-type to declare (classic, quorum); none by default.
+    #[arg(long, default_value = "")]
+    queue_type: String,
 }
 
 struct Counting {
@@ -131,6 +150,17 @@ fn report(phase: &str, m: &bench_wire::Moved) {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(uri) = &args.amqp {
+        return bench_amqp::run(bench_amqp::AmqpWorkload {
+            uri: uri.clone(),
+            messages: args.messages,
+            size: args.record_size,
+            confirm_window: args.confirm_window.max(1),
+            consumers: args.consumers.max(1),
+            prefetch: args.prefetch,
+            queue_type: args.queue_type.clone(),
+        });
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

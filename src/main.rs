@@ -1,6 +1,7 @@
 //! The `spool` command: `spool serve` runs the broker; `spool bench` measures one.
 
 mod bench;
+mod bench_amqp;
 mod bench_rebalance;
 mod bench_wire;
 mod config;
