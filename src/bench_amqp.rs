@@ -147,7 +147,7 @@ async fn workload(w: AmqpWorkload) -> anyhow::Result<()> {
         got as f64 / consumed_in.as_secs_f64(),
         consumed_in.as_secs_f64()
     );
-    let h = latencies.lock().unwrap();
+    let h = latencies.lock().unwrap().clone();
     println!(
         "publish-to-deliver latency: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
         h.value_at_quantile(0.5),
