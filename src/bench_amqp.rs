@@ -64,6 +64,7 @@ async fn workload(w: AmqpWorkload) -> anyhow::Result<()> {
         w.messages, w.size, w.confirm_window, w.consumers, w.prefetch
     );
     let received = Arc::new(AtomicU64::new(0));
+    let all_in = Arc::new(tokio::sync::Notify::new());
     let latencies = Arc::new(std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new(
         3,
     )?));
@@ -81,9 +82,10 @@ async fn workload(w: AmqpWorkload) -> anyhow::Result<()> {
             )
             .await?;
         let (received, latencies, total) = (received.clone(), latencies.clone(), w.messages);
+        let all_in = all_in.clone();
         consumers.push(tokio::spawn(async move {
             let _keep = conn;
-            while received.load(Ordering::Relaxed) < total {
+            loop {
                 let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(60), c.next()).await
                 else {
                     break;
@@ -98,8 +100,11 @@ async fn workload(w: AmqpWorkload) -> anyhow::Result<()> {
                 if d.ack(BasicAckOptions::default()).await.is_err() {
                     break;
                 }
-                received.fetch_add(1, Ordering::Relaxed);
+                if received.fetch_add(1, Ordering::Relaxed) + 1 == total {
+                    all_in.notify_one();
+                }
             }
+            all_in.notify_one();
         }));
     }
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -129,10 +134,12 @@ async fn workload(w: AmqpWorkload) -> anyhow::Result<()> {
         nacked += u64::from(!acked.await?);
     }
     let published_in = start.elapsed();
-    for c in consumers {
-        let _ = c.await;
-    }
+    // Every message acked (or a consumer gave up after 60 s without a delivery).
+    all_in.notified().await;
     let consumed_in = start.elapsed();
+    for c in consumers {
+        c.abort();
+    }
     let got = received.load(Ordering::Relaxed);
     let mib = (w.messages * w.size as u64) as f64 / (1024.0 * 1024.0);
     println!(
