@@ -76,6 +76,9 @@ pub struct BenchArgs {
     /// AMQP: competing consumers, each with its own connection.
     #[arg(long, default_value_t = 4)]
     consumers: usize,
+    /// AMQP: publishing connections, each with its own confirms window.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
     /// AMQP: basic.qos prefetch of each consumer.
     #[arg(long, default_value_t = 100)]
     prefetch: u16,
@@ -157,6 +160,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             size: args.record_size,
             confirm_window: args.confirm_window.max(1),
             consumers: args.consumers.max(1),
+            publishers: args.publishers.max(1),
             prefetch: args.prefetch,
             queue_type: args.queue_type.clone(),
         });

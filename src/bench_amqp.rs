@@ -23,6 +23,8 @@ pub struct AmqpWorkload {
     pub size: usize,
     pub confirm_window: usize,
     pub consumers: usize,
+    /// Publishing connections; the messages are split among them.
+    pub publishers: usize,
     pub prefetch: u16,
     /// `x-queue-type` to declare (`classic`, `quorum`); none when empty.
     pub queue_type: String,
@@ -32,6 +34,43 @@ fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Publishes `count` persistent messages with at most `window` confirms outstanding; returns
+/// how many were nacked.
+async fn publish(
+    ch: &lapin::Channel,
+    queue: &str,
+    count: u64,
+    size: usize,
+    window: usize,
+) -> anyhow::Result<u64> {
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    type Acked = std::pin::Pin<Box<dyn std::future::Future<Output = lapin::Result<bool>> + Send>>;
+    let mut pending: VecDeque<Acked> = VecDeque::with_capacity(window);
+    let mut body = vec![b'x'; size.max(8)];
+    let mut nacked = 0u64;
+    for _ in 0..count {
+        if pending.len() >= window {
+            let acked = pending.pop_front().expect("window is full");
+            nacked += u64::from(!acked.await?);
+        }
+        body[..8].copy_from_slice(&now_us().to_be_bytes());
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?;
+        pending.push_back(Box::pin(async move { confirm.await.map(|c| c.is_ack()) }));
+    }
+    for acked in pending {
+        nacked += u64::from(!acked.await?);
+    }
+    Ok(nacked)
 }
 
 /// Runs the workload and prints rates and latency percentiles.
@@ -59,9 +98,9 @@ async fn workload(w: AmqpWorkload) -> anyhow::Result<()> {
     ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
         .await?;
     println!(
-        "queue {queue} ({}): {} messages of {} B, persistent, confirms window {}, {} consumers with prefetch {} and an ack each",
+        "queue {queue} ({}): {} messages of {} B, persistent, {} publishers with confirms window {}, {} consumers with prefetch {} and an ack each",
         if w.queue_type.is_empty() { "default type" } else { &w.queue_type },
-        w.messages, w.size, w.confirm_window, w.consumers, w.prefetch
+        w.messages, w.size, w.publishers, w.confirm_window, w.consumers, w.prefetch
     );
     let received = Arc::new(AtomicU64::new(0));
     let all_in = Arc::new(tokio::sync::Notify::new());
@@ -107,31 +146,21 @@ async fn workload(w: AmqpWorkload) -> anyhow::Result<()> {
             all_in.notify_one();
         }));
     }
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let start = Instant::now();
-    type Acked = std::pin::Pin<Box<dyn std::future::Future<Output = lapin::Result<bool>> + Send>>;
-    let mut pending: VecDeque<Acked> = VecDeque::with_capacity(w.confirm_window);
-    let mut body = vec![b'x'; w.size.max(8)];
-    let mut nacked = 0u64;
-    for _ in 0..w.messages {
-        if pending.len() >= w.confirm_window {
-            let acked = pending.pop_front().expect("window is full");
-            nacked += u64::from(!acked.await?);
-        }
-        body[..8].copy_from_slice(&now_us().to_be_bytes());
-        let confirm = ch
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?;
-        pending.push_back(Box::pin(async move { confirm.await.map(|c| c.is_ack()) }));
+    let mut publishers = Vec::new();
+    for n in 0..w.publishers {
+        let share = w.messages / w.publishers as u64
+            + u64::from((n as u64) < w.messages % w.publishers as u64);
+        let conn = Connection::connect(&w.uri, ConnectionProperties::default()).await?;
+        let (queue, size, window) = (queue.clone(), w.size, w.confirm_window);
+        publishers.push(tokio::spawn(async move {
+            let ch = conn.create_channel().await?;
+            publish(&ch, &queue, share, size, window).await
+        }));
     }
-    for acked in pending {
-        nacked += u64::from(!acked.await?);
+    let mut nacked = 0u64;
+    for p in publishers {
+        nacked += p.await??;
     }
     let published_in = start.elapsed();
     // Every message acked (or a consumer gave up after 60 s without a delivery).
