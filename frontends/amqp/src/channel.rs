@@ -10,13 +10,13 @@ use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, AMQPClass
 use amq_protocol::types::ShortString;
 use bytes::BytesMut;
 use spool_actors::offsets_journal::now_ms;
-use spool_actors::partition::queue_append;
+use spool_actors::partition::{queue_append, PartitionActor};
 use spool_actors::queues::delivery::ConsumerId;
 use spool_actors::queues::queue::{
     AddConsumer, AdmitPublish, ConsumerEvent, CountMessages, Delivery, Outcome, PurgeReady,
     QueueActor, ReleaseAll, RemoveConsumer, SettleDeliveries, TakeOne,
 };
-use spool_actors::queues::record;
+use spool_actors::queues::record::{self, QueueRecord};
 use spool_actors::queues::registry::{
     ChangeBinding, DeclareExchange, DeclareQueue, DeleteExchange, DeleteQueue, FindQueue,
 };
@@ -27,6 +27,64 @@ use crate::connection::{
 };
 use crate::message::{from_record, table_to_args, to_record};
 use crate::reply::{self, AmqpError};
+
+/// Records per batch when staged publishes are appended (well under `max.message.bytes`).
+const STAGED_BATCH_BYTES: usize = 512 * 1024;
+
+/// Publishes received since the last flush, grouped by queue so that each queue gets one
+/// append however many messages arrived in one read.
+#[derive(Default)]
+pub struct Staged {
+    /// By topic.
+    queues: HashMap<String, StagedQueue>,
+    messages: Vec<StagedMessage>,
+    /// Body bytes staged (counted as in flight once appended).
+    pub bytes: usize,
+}
+
+/// One queue's staged records: its partition, the records in publish order, and which
+/// staged messages they are.
+struct StagedQueue {
+    partition: Addr<PartitionActor>,
+    records: Vec<QueueRecord>,
+    messages: Vec<usize>,
+}
+
+struct StagedMessage {
+    channel: u16,
+    /// Its confirm sequence number, in confirm mode.
+    seq: Option<u64>,
+    /// A queue refused it (reject-publish): it is nacked whatever the appends do.
+    refused: bool,
+}
+
+impl Staged {
+    fn add(
+        &mut self,
+        channel: u16,
+        seq: Option<u64>,
+        refused: bool,
+        body_len: usize,
+        records: Vec<(String, Addr<PartitionActor>, QueueRecord)>,
+    ) {
+        let index = self.messages.len();
+        self.messages.push(StagedMessage {
+            channel,
+            seq,
+            refused,
+        });
+        self.bytes += body_len * records.len();
+        for (topic, partition, record) in records {
+            let q = self.queues.entry(topic).or_insert_with(|| StagedQueue {
+                partition,
+                records: Vec::new(),
+                messages: Vec::new(),
+            });
+            q.records.push(record);
+            q.messages.push(index);
+        }
+    }
+}
 
 /// A message being received: its publish method, then its header, then its body.
 struct Incoming {
@@ -131,6 +189,20 @@ impl Connection {
                         reply::UNEXPECTED_FRAME,
                         "expected a content header or body, got a method",
                     ));
+                }
+                // Anything but a publish or a settlement may look at what was published
+                // before it: staged publishes are appended first.
+                let streaming = matches!(
+                    &method,
+                    AMQPClass::Basic(
+                        basic::AMQPMethod::Publish(_)
+                            | basic::AMQPMethod::Ack(_)
+                            | basic::AMQPMethod::Nack(_)
+                            | basic::AMQPMethod::Reject(_)
+                    )
+                );
+                if !streaming {
+                    self.flush_publishes()?;
                 }
                 self.channel_method(id, method).await
             }
@@ -966,10 +1038,10 @@ impl Connection {
         }
         let catalog = self.broker.catalog.snapshot();
         let now = now_ms();
-        let mut appends = Vec::with_capacity(targets.len());
         // A full queue with x-overflow=reject-publish refuses the message: it is not appended
         // there, and the publisher gets a nack.
         let mut refused = false;
+        let mut records = Vec::with_capacity(targets.len());
         for t in &targets {
             if let Some(q) = &t.admission {
                 if !q.send(AdmitPublish).await.unwrap_or(false) {
@@ -977,6 +1049,12 @@ impl Connection {
                     continue;
                 }
             }
+            let Some(addr) = catalog.partition(&t.topic, 0).and_then(|p| p.local.clone()) else {
+                return Err(AmqpError::channel(
+                    reply::NOT_FOUND,
+                    format!("queue '{}' has no storage (its topic is gone)", t.name),
+                ));
+            };
             let rec = to_record(
                 &exchange,
                 &routing_key,
@@ -985,32 +1063,63 @@ impl Connection {
                 now,
                 t.message_ttl,
             );
-            let batch = record::encode(&[rec]).map_err(AmqpError::from)?;
-            let Some(addr) = catalog.partition(&t.topic, 0).and_then(|p| p.local.clone()) else {
-                return Err(AmqpError::channel(
-                    reply::NOT_FOUND,
-                    format!("queue '{}' has no storage (its topic is gone)", t.name),
-                ));
-            };
-            appends.push(queue_append(&addr, vec![batch]));
+            records.push((t.topic.clone(), addr, rec));
         }
-        let events = self.events.clone();
-        let (inflight, size) = (self.inflight.clone(), body.len() * appends.len());
-        inflight.add(size);
         self.publisher = true;
-        self.overflowed |= inflight.bytes() > self.config.max_inflight_bytes;
-        tokio::spawn(async move {
-            let mut ok = !refused;
-            for a in appends {
-                ok &= matches!(a.await, Some(Ok(_)));
+        self.staged.add(id, seq, refused, body.len(), records);
+        self.overflowed |=
+            self.inflight.bytes() + self.staged.bytes > self.config.max_inflight_bytes;
+        Ok(())
+    }
+
+    /// Appends the publishes staged since the last flush: one append per queue, its records
+    /// in batches, and the confirms once those appends are acknowledged.
+    pub fn flush_publishes(&mut self) -> Result<(), AmqpError> {
+        if self.staged.messages.is_empty() {
+            return Ok(());
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let mut appends = Vec::with_capacity(staged.queues.len());
+        for q in staged.queues.into_values() {
+            let (addr, records, messages) = (q.partition, q.records, q.messages);
+            let mut batches = Vec::new();
+            let mut chunk = Vec::new();
+            let mut chunk_bytes = 0;
+            for r in records {
+                let size = r.value.as_ref().map_or(0, |v| v.len()) + 256;
+                if !chunk.is_empty() && chunk_bytes + size > STAGED_BATCH_BYTES {
+                    batches.push(record::encode(&chunk).map_err(AmqpError::from)?);
+                    chunk.clear();
+                    chunk_bytes = 0;
+                }
+                chunk_bytes += size;
+                chunk.push(r);
             }
-            inflight.release(size);
-            if let Some(seq) = seq {
-                let _ = events.send(Event::Confirmed {
-                    channel: id,
-                    seq,
-                    ok,
-                });
+            if !chunk.is_empty() {
+                batches.push(record::encode(&chunk).map_err(AmqpError::from)?);
+            }
+            appends.push((queue_append(&addr, batches), messages));
+        }
+        let (events, inflight, bytes) = (self.events.clone(), self.inflight.clone(), staged.bytes);
+        inflight.add(bytes);
+        let mut ok: Vec<bool> = staged.messages.iter().map(|m| !m.refused).collect();
+        tokio::spawn(async move {
+            for (append, messages) in appends {
+                if !matches!(append.await, Some(Ok(_))) {
+                    for m in messages {
+                        ok[m] = false;
+                    }
+                }
+            }
+            inflight.release(bytes);
+            for (m, ok) in staged.messages.iter().zip(ok) {
+                if let Some(seq) = m.seq {
+                    let _ = events.send(Event::Confirmed {
+                        channel: m.channel,
+                        seq,
+                        ok,
+                    });
+                }
             }
         });
         Ok(())

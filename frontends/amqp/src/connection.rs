@@ -85,6 +85,8 @@ pub struct Connection {
     pub publisher: bool,
     /// A publish of this connection took the bytes in flight over the limit.
     pub overflowed: bool,
+    /// Publishes waiting to be appended together (see `Connection::flush_publishes`).
+    pub staged: crate::channel::Staged,
 }
 
 impl Connection {
@@ -152,6 +154,7 @@ pub async fn serve(
         inflight,
         publisher: false,
         overflowed: false,
+        staged: Default::default(),
     };
     let mut io = Io {
         stream,
@@ -488,7 +491,8 @@ async fn run(
                             Err(e) => { result = Err(codec_error(e)); break; }
                         }
                     }
-                    result
+                    // Everything published in this read goes out as one append per queue.
+                    result.and_then(|()| conn.flush_publishes())
                 }
             },
             Some(ev) = deliveries.recv() => {
@@ -576,6 +580,8 @@ async fn handle_frame(conn: &mut Connection, frame: AMQPFrame) -> Result<bool, A
 
 /// Returns what a closing connection held to its queues.
 fn cleanup(conn: &mut Connection) {
+    // Publishes read before the end are appended, as a broker that had received them would.
+    let _ = conn.flush_publishes();
     for ch in conn.channels.values_mut() {
         ch.release_all();
     }
