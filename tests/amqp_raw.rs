@@ -80,6 +80,11 @@ fn read_until(s: &mut TcpStream, seen: &mut Vec<u8>, class: u16, method: u16) {
 
 /// PLAIN login as guest, through tune-ok and open, with raw frames after the header.
 fn login(s: &mut TcpStream) {
+    login_with(s, 2047, 0)
+}
+
+/// The same login, choosing channel_max and the heartbeat interval in tune-ok.
+fn login_with(s: &mut TcpStream, channel_max: u16, heartbeat: u16) {
     let mut start_ok = Vec::new();
     start_ok.extend_from_slice(&0u32.to_be_bytes()); // client properties: empty table
     start_ok.push(5);
@@ -90,9 +95,9 @@ fn login(s: &mut TcpStream) {
     start_ok.push(5);
     start_ok.extend_from_slice(b"en_US");
     let mut tune_ok = Vec::new();
-    tune_ok.extend_from_slice(&2047u16.to_be_bytes());
+    tune_ok.extend_from_slice(&channel_max.to_be_bytes());
     tune_ok.extend_from_slice(&131072u32.to_be_bytes());
-    tune_ok.extend_from_slice(&0u16.to_be_bytes());
+    tune_ok.extend_from_slice(&heartbeat.to_be_bytes());
     let mut open_args = vec![1, b'/'];
     open_args.extend_from_slice(&[0, 0]);
     s.write_all(HEADER).unwrap();
@@ -202,5 +207,85 @@ async fn publishers_are_blocked_while_published_bytes_exceed_the_limit() {
     let blocked = seen.windows(4).position(|w| w == [0, 10, 0, 60]).unwrap();
     let unblocked = seen.windows(4).position(|w| w == [0, 10, 0, 61]).unwrap();
     assert!(blocked < unblocked);
+    still_serves(&spool).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protocol_violations_close_the_connection_with_their_codes() {
+    let spool = Spool::start();
+    let mut header = vec![0, 60, 0, 0];
+    header.extend_from_slice(&5u64.to_be_bytes());
+    header.extend_from_slice(&[0, 0]);
+    let publish = [0, 0, 0, 1, b'q', 0];
+    let cases: Vec<(&str, u16, Vec<Vec<u8>>, u16)> = vec![
+        // A channel above the channel_max agreed in tune-ok: CHANNEL_ERROR.
+        (
+            "channel above channel_max",
+            8,
+            vec![on(9, 20, 10, &[0])],
+            504,
+        ),
+        // A method on a channel that was never opened: CHANNEL_ERROR.
+        (
+            "unopened channel",
+            2047,
+            vec![on(3, 50, 10, &[0, 0, 1, b'q', 0, 0, 0, 0, 0])],
+            504,
+        ),
+        // A content header with no publish before it: UNEXPECTED_FRAME.
+        (
+            "stray content header",
+            2047,
+            vec![on(1, 20, 10, &[0]), frame(2, 1, &header)],
+            505,
+        ),
+        // A body longer than its header said: FRAME_ERROR.
+        (
+            "overlong body",
+            2047,
+            vec![
+                on(1, 20, 10, &[0]),
+                on(1, 60, 40, &publish),
+                frame(2, 1, &header),
+                frame(3, 1, b"too long"),
+            ],
+            501,
+        ),
+        // A method where the body of a publish should come: UNEXPECTED_FRAME.
+        (
+            "method inside content",
+            2047,
+            vec![
+                on(1, 20, 10, &[0]),
+                on(1, 60, 40, &publish),
+                frame(2, 1, &header),
+                on(1, 60, 10, &[0, 0, 0, 0, 0, 0, 0]),
+            ],
+            505,
+        ),
+    ];
+    for (what, channel_max, frames, code) in cases {
+        let mut s = open(&spool);
+        login_with(&mut s, channel_max, 0);
+        for f in frames {
+            s.write_all(&f).unwrap();
+        }
+        assert_eq!(close_code(&read_all(&mut s)), Some(code), "{what}");
+    }
+    still_serves(&spool).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_client_is_closed_after_two_missed_heartbeats() {
+    let spool = Spool::start();
+    let mut s = open(&spool);
+    // A 1 s heartbeat, then silence: the broker closes after 2 s without a frame.
+    login_with(&mut s, 2047, 1);
+    let started = std::time::Instant::now();
+    let reply = read_all(&mut s);
+    assert_eq!(close_code(&reply), Some(320), "CONNECTION_FORCED");
+    // The broker kept heartbeating while it waited.
+    assert!(reply.windows(8).any(|w| w == [8, 0, 0, 0, 0, 0, 0, 0xCE]));
+    assert!(started.elapsed() >= Duration::from_secs(2));
     still_serves(&spool).await;
 }
