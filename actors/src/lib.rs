@@ -14,6 +14,7 @@ pub mod group_registry;
 pub mod journal;
 pub mod offsets_journal;
 pub mod partition;
+pub mod partition_offsets;
 mod producer_state;
 pub mod queues;
 pub mod record_batch;
@@ -25,6 +26,8 @@ pub use error::BrokerError;
 
 #[cfg(test)]
 mod group_tests;
+#[cfg(test)]
+mod samples_tests;
 #[cfg(test)]
 mod supervision_tests;
 #[cfg(test)]

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use prometheus::{IntGaugeVec, Opts, Registry};
+use prometheus::Registry;
 
-use crate::MetricsError;
+use crate::{gauge, MetricsError};
 
 /// One group as the broker reports it (see the broker's `group_lag`).
 #[derive(Debug, Clone)]
@@ -22,17 +22,6 @@ pub struct PartitionSample {
     pub partition: i32,
     pub current_offset: i64,
     pub lag: i64,
-}
-
-fn gauge(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntGaugeVec, MetricsError> {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(g.clone()))?;
-    Ok(g)
 }
 
 /// Registers kafka_exporter's consumer group families in `registry`, filled from `groups`.

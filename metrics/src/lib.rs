@@ -2,8 +2,12 @@
 //! hand it plain samples; it names, labels and encodes them.
 
 mod consumer_groups;
+mod queues;
+mod topics;
 
 pub use consumer_groups::{register_group_metrics, GroupSample, PartitionSample};
+pub use queues::{register_queue_metrics, QueueSample};
+pub use topics::{register_topic_metrics, TopicPartitionSample};
 
 /// Why metrics could not be registered or encoded.
 #[derive(Debug, thiserror::Error)]
@@ -20,4 +24,16 @@ pub fn encode(registry: &prometheus::Registry) -> Result<String, MetricsError> {
     let mut buf = Vec::new();
     prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf)?;
     Ok(String::from_utf8(buf)?)
+}
+
+/// A gauge family with these labels, registered in `registry`.
+pub(crate) fn gauge(
+    registry: &prometheus::Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<prometheus::IntGaugeVec, MetricsError> {
+    let g = prometheus::IntGaugeVec::new(prometheus::Opts::new(name, help), labels)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
 }

@@ -576,6 +576,41 @@ impl Handler<QueueUnused> for QueueRegistry {
     }
 }
 
+/// Every queue's name and actor.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, Addr<QueueActor>)>")]
+pub struct ListQueues;
+
+impl Handler<ListQueues> for QueueRegistry {
+    type Result = MessageResult<ListQueues>;
+
+    fn handle(&mut self, _: ListQueues, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.queues
+                .values()
+                .map(|q| (q.def.name.clone(), q.addr.clone()))
+                .collect(),
+        )
+    }
+}
+
+impl crate::Broker {
+    /// Every queue's counts (ready, unacked, consumers), sorted by name.
+    pub async fn queue_counts(&self) -> Vec<(String, QueueCounts)> {
+        let Ok(queues) = self.queues.send(ListQueues).await else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(queues.len());
+        for (name, addr) in queues {
+            if let Ok(counts) = addr.send(CountMessages).await {
+                out.push((name, counts));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
 /// Deletes the exclusive queues of a connection that closed.
 #[derive(Message)]
 #[rtype(result = "()")]
