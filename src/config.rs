@@ -22,6 +22,9 @@ pub struct ServeArgs {
     /// Kafka listener address [default: 0.0.0.0:9092].
     #[arg(long, env = "SPOOL_KAFKA_ADDR")]
     pub kafka_addr: Option<SocketAddr>,
+    /// HTTP listener address (health, readiness, metrics) [default: 0.0.0.0:8080].
+    #[arg(long, env = "SPOOL_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
     /// AMQP 0-9-1 listener address [default: 0.0.0.0:5672].
     #[arg(long, env = "SPOOL_AMQP_ADDR")]
     pub amqp_addr: Option<SocketAddr>,
@@ -139,6 +142,7 @@ impl ServeArgs {
             file,
             data_dir,
             kafka_addr,
+            http_addr,
             amqp_addr,
             amqp_users,
             amqp_frame_max,

@@ -78,6 +78,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the AMQP listener to {amqp_addr}"))?;
     amqp_listener.set_nonblocking(true)?;
     let amqp_config = amqp_config(&args)?;
+    let http_addr: SocketAddr = args
+        .http_addr
+        .unwrap_or_else(|| "0.0.0.0:8080".parse().unwrap());
+    let http_listener = std::net::TcpListener::bind(http_addr)
+        .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
     let (advertised_host, advertised_port) = match &args.advertised_kafka_addr {
         Some(a) => {
             let (h, p) = a
@@ -148,8 +153,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .spawn(move || {
             let system = actix_rt::System::new();
             system.block_on(async {
-                let _ =
-                    tx.send(Broker::start(broker_config).map(|b| (b, actix_rt::System::current())));
+                let started = Broker::start(broker_config);
+                if let Ok(broker) = &started {
+                    // The HTTP server runs on the actor system's runtime (actix-web's own).
+                    match spool_http::server(http_listener, broker.clone(), 1) {
+                        Ok(server) => {
+                            actix_rt::spawn(server);
+                            info!(addr = %http_addr, "HTTP listener up");
+                        }
+                        Err(e) => tracing::error!(error = %e, "HTTP listener failed"),
+                    }
+                }
+                let _ = tx.send(started.map(|b| (b, actix_rt::System::current())));
             });
             let _ = system.run();
         })?;

@@ -124,6 +124,7 @@ def start_broker(spool, data_dir, scenario):
             "--data-dir", str(data_dir),
             "--kafka-addr", f"127.0.0.1:{port}",
             "--amqp-addr", f"127.0.0.1:{free_port()}",
+            "--http-addr", f"127.0.0.1:{free_port()}",
             # The suite's scenarios all create topics with 4 partitions.
             "--num-partitions", "4",
             "--group-initial-rebalance-delay-ms", "0",

@@ -20,6 +20,8 @@ pub struct Spool {
     pub port: u16,
     /// The AMQP listener's port.
     pub amqp_port: u16,
+    /// The HTTP listener's port.
+    pub http_port: u16,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     extra: Vec<String>,
@@ -44,6 +46,7 @@ impl Spool {
             child: None,
             port: free_port(),
             amqp_port: free_port(),
+            http_port: free_port(),
             data_dir: tmp.path().join("data"),
             _tmp: Some(tmp),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -67,6 +70,8 @@ impl Spool {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--amqp-addr")
             .arg(format!("127.0.0.1:{}", self.amqp_port))
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{}", self.http_port))
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -92,6 +97,34 @@ impl Spool {
     /// The AMQP URI of the default user.
     pub fn amqp_uri(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
+    }
+
+    /// `GET path` over plain HTTP/1.1: the status code and the body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).expect("HTTP listener");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: spool\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("a status");
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        (status, body)
     }
 
     pub fn log(&self) -> String {
@@ -179,4 +212,18 @@ pub fn consume(
 
 pub fn value(m: &OwnedMessage) -> String {
     String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap()
+}
+
+/// The body of a chunked HTTP/1.1 response.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = &tail[n + 2..];
+    }
+    out
 }
