@@ -101,11 +101,22 @@ impl Spool {
 
     /// `GET path` over plain HTTP/1.1: the status code and the body.
     pub fn http_get(&self, path: &str) -> (u16, String) {
+        self.http("GET", path, None)
+    }
+
+    /// `POST path` with a JSON body: the status code and the body.
+    pub fn http_post(&self, path: &str, json: &str) -> (u16, String) {
+        self.http("POST", path, Some(json))
+    }
+
+    fn http(&self, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
         use std::io::{Read, Write};
         let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).expect("HTTP listener");
+        let body = json.unwrap_or("");
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: spool\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: spool\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         )
         .unwrap();
         let mut raw = String::new();

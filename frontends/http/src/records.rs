@@ -1,0 +1,230 @@
+//! Records over HTTP, in the manner of Kafka REST proxies:
+//! - `POST /topics/{topic}/records` with `{"records": [{"key", "value" | "value_base64",
+//!   "headers", "partition"}]}` appends them and answers each record's partition and offset;
+//! - `GET /topics/{topic}/partitions/{p}/records?offset=&max_bytes=&timeout_ms=` reads from an
+//!   offset (waiting up to `timeout_ms` for records when there are none yet).
+//!
+//! A record's value is JSON (`value`, stored as its JSON text) or bytes (`value_base64`). On
+//! reading, a value that parses as JSON comes back as `value`, anything else as `value_base64`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use spool_actors::partition::{queue_append, AwaitRecords, ReadRecords};
+use spool_actors::queues::record::{self, QueueRecord};
+use spool_actors::{Broker, BrokerError};
+
+use crate::error;
+use crate::partitioner::partition_for_key;
+
+/// Round-robin position for records with neither key nor partition.
+#[derive(Default)]
+pub struct RoundRobin(AtomicUsize);
+
+#[derive(Deserialize)]
+pub struct ProduceBody {
+    records: Vec<ProduceRecord>,
+}
+
+#[derive(Deserialize)]
+pub struct ProduceRecord {
+    key: Option<String>,
+    value: Option<Value>,
+    value_base64: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    partition: Option<i32>,
+}
+
+fn bad_request(message: impl Into<String>) -> HttpResponse {
+    error(StatusCode::BAD_REQUEST, message.into())
+}
+
+fn broker_error(e: BrokerError) -> HttpResponse {
+    let status = match &e {
+        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        BrokerError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        BrokerError::CorruptBatch(_) | BrokerError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+        BrokerError::OffsetOutOfRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+        BrokerError::PartitionUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+/// `POST /topics/{topic}/records`.
+pub async fn produce(
+    broker: web::Data<Broker>,
+    rr: web::Data<RoundRobin>,
+    topic: web::Path<String>,
+    body: web::Json<ProduceBody>,
+) -> HttpResponse {
+    let Some(info) = broker.catalog.snapshot().topic(&topic).cloned() else {
+        return broker_error(BrokerError::UnknownTopic(topic.into_inner()));
+    };
+    let n = info.partitions.len();
+    if body.records.is_empty() {
+        return bad_request("no records");
+    }
+    let now = spool_actors::offsets_journal::now_ms();
+    // Records grouped by partition, each remembering its place in the request.
+    let mut by_partition: BTreeMap<i32, Vec<(usize, QueueRecord)>> = BTreeMap::new();
+    for (i, r) in body.into_inner().records.into_iter().enumerate() {
+        let value = match (r.value, r.value_base64) {
+            (Some(_), Some(_)) => {
+                return bad_request(format!("record {i}: both value and value_base64"))
+            }
+            (Some(v), None) => Some(bytes::Bytes::from(v.to_string())),
+            (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b) {
+                Ok(v) => Some(bytes::Bytes::from(v)),
+                Err(e) => return bad_request(format!("record {i}: value_base64: {e}")),
+            },
+            (None, None) => None,
+        };
+        let partition = match (r.partition, &r.key) {
+            (Some(p), _) if p < 0 || p as usize >= n => {
+                return broker_error(BrokerError::UnknownPartition {
+                    topic: topic.to_string(),
+                    partition: p,
+                })
+            }
+            (Some(p), _) => p,
+            (None, Some(k)) => partition_for_key(k.as_bytes(), n),
+            (None, None) => (rr.0.fetch_add(1, Ordering::Relaxed) % n) as i32,
+        };
+        by_partition.entry(partition).or_default().push((
+            i,
+            QueueRecord {
+                key: r.key.map(bytes::Bytes::from),
+                value,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k, Some(bytes::Bytes::from(v))))
+                    .collect(),
+                timestamp_ms: now,
+            },
+        ));
+    }
+    let total: usize = by_partition.values().map(Vec::len).sum();
+    let mut offsets = vec![Value::Null; total];
+    for (partition, records) in by_partition {
+        let Some(addr) = info.partitions[partition as usize].local.clone() else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("partition {partition} is not local"),
+            );
+        };
+        let (places, records): (Vec<usize>, Vec<QueueRecord>) = records.into_iter().unzip();
+        let batch = match record::encode(&records) {
+            Ok(b) => b,
+            Err(e) => return broker_error(e),
+        };
+        match queue_append(&addr, vec![batch]).await {
+            Some(Ok(r)) => {
+                for (j, place) in places.into_iter().enumerate() {
+                    offsets[place] =
+                        json!({"partition": partition, "offset": r.base_offset + j as u64});
+                }
+            }
+            Some(Err(e)) => return broker_error(e),
+            None => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("partition {partition} is restarting"),
+                )
+            }
+        }
+    }
+    HttpResponse::Ok().json(json!({"offsets": offsets}))
+}
+
+#[derive(Deserialize)]
+pub struct ReadQuery {
+    offset: Option<u64>,
+    max_bytes: Option<usize>,
+    timeout_ms: Option<u64>,
+}
+
+/// Longest a read may wait for records.
+const MAX_WAIT_MS: u64 = 30_000;
+
+/// `GET /topics/{topic}/partitions/{partition}/records`.
+pub async fn read(
+    broker: web::Data<Broker>,
+    path: web::Path<(String, i32)>,
+    query: web::Query<ReadQuery>,
+) -> HttpResponse {
+    let (topic, partition) = path.into_inner();
+    let Some(part) = broker
+        .catalog
+        .snapshot()
+        .partition(&topic, partition)
+        .cloned()
+    else {
+        return broker_error(BrokerError::UnknownPartition { topic, partition });
+    };
+    let Some(addr) = part.local else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("partition {partition} is not local"),
+        );
+    };
+    let offset = query.offset.unwrap_or(0);
+    let max_bytes = query.max_bytes.unwrap_or(1 << 20).clamp(1, 64 << 20);
+    let wait = Duration::from_millis(query.timeout_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    if !wait.is_zero() {
+        let _ = tokio_timeout(wait, addr.send(AwaitRecords { offset })).await;
+    }
+    let read = match addr.send(ReadRecords { offset, max_bytes }).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return broker_error(e),
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("partition {partition} is restarting"),
+            )
+        }
+    };
+    let stored = match record::decode(read.records) {
+        Ok(s) => s,
+        Err(e) => return broker_error(e),
+    };
+    let records: Vec<Value> = stored
+        .into_iter()
+        .filter(|s| s.offset >= offset)
+        .map(|s| {
+            let r = s.record;
+            let mut out = json!({
+                "offset": s.offset,
+                "timestamp": r.timestamp_ms,
+                "key": r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+                "headers": r.headers.iter().map(|(k, v)| (k.clone(), v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()))).collect::<BTreeMap<_, _>>(),
+            });
+            match r.value.as_ref().map(|v| serde_json::from_slice::<Value>(v).map_err(|_| v)) {
+                Some(Ok(v)) => out["value"] = v,
+                Some(Err(v)) => out["value_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(v)),
+                None => out["value"] = Value::Null,
+            }
+            out
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "records": records,
+        "high_watermark": read.high_watermark,
+        "log_start_offset": read.log_start_offset,
+    }))
+}
+
+/// Waits for `fut` at most `wait`.
+async fn tokio_timeout<F: std::future::Future>(wait: Duration, fut: F) -> Option<F::Output> {
+    actix_web::rt::time::timeout(wait, fut).await.ok()
+}
