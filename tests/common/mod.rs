@@ -238,3 +238,15 @@ fn dechunk(mut rest: &str) -> String {
     }
     out
 }
+
+/// Checks an HTTP error answer: the status, and a JSON body `{"error_code": status, "message"}`.
+pub fn assert_json_error(what: &str, (status, body): (u16, String), want: u16) {
+    assert_eq!(status, want, "{what}: {body}");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"));
+    assert_eq!(v["error_code"], want, "{what}: {body}");
+    assert!(
+        v["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: {body}"
+    );
+}

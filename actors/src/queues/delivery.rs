@@ -13,8 +13,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// A consumer, as the queue knows it: unique per queue while it is subscribed.
+/// A consumer, as the queue knows it: unique across the broker (see [`next_consumer_id`]).
 pub type ConsumerId = u64;
+
+static NEXT_CONSUMER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A fresh consumer id; every front end takes its ids here so they never collide.
+pub fn next_consumer_id() -> ConsumerId {
+    NEXT_CONSUMER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 /// What the queue keeps of one record it has read but not finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -749,6 +749,47 @@ impl Handler<TakeOne> for QueueActor {
     }
 }
 
+/// Leases up to `max` ready records to `consumer` for `lease` (an SQS-style receive): unless
+/// settled by then, they go back to the queue when the lease ends, counted as delivered.
+#[derive(Message)]
+#[rtype(result = "Vec<Delivery>")]
+pub struct LeaseRecords {
+    pub consumer: ConsumerId,
+    pub max: usize,
+    pub lease: std::time::Duration,
+}
+
+impl Handler<LeaseRecords> for QueueActor {
+    type Result = ResponseActFuture<Self, Vec<Delivery>>;
+
+    fn handle(&mut self, msg: LeaseRecords, _: &mut Context<Self>) -> Self::Result {
+        self.last_used = std::time::Instant::now();
+        let (consumer, max, lease) = (msg.consumer, msg.max, msg.lease);
+        self.catch_up(move |act, ctx| {
+            let take = TakeOne {
+                consumer,
+                auto_ack: false,
+            };
+            let mut out = Vec::new();
+            while out.len() < max {
+                let Some(d) = act.take_one(&take) else {
+                    break;
+                };
+                out.push(d);
+            }
+            if !out.is_empty() {
+                let offsets: Vec<u64> = out.iter().map(|d| d.offset).collect();
+                ctx.run_later(lease, move |act, ctx| {
+                    // Only what the consumer still holds goes back.
+                    act.state.release(consumer, &offsets);
+                    act.dispatch(ctx);
+                });
+            }
+            out
+        })
+    }
+}
+
 /// Counts, as queue.declare-ok and the metrics report them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueCounts {

@@ -12,7 +12,7 @@ use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{connection, AMQPClass, BasicProperties};
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::{Bytes, BytesMut};
-use spool_actors::queues::delivery::ConsumerId;
+pub use spool_actors::queues::delivery::{next_consumer_id, ConsumerId};
 use spool_actors::queues::queue::{ConsumerEvent, QueueActor, ReleaseAll, RemoveConsumer};
 use spool_actors::queues::registry::ConnectionClosed;
 use spool_actors::Broker;
@@ -26,14 +26,8 @@ use crate::codec::{self, CodecError};
 use crate::reply::{self, AmqpError};
 use crate::{AmqpConfig, Inflight};
 
-/// Connection ids, for exclusive queues; consumer ids, unique across the broker.
+/// Connection ids, for exclusive queues.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
-static NEXT_CONSUMER: AtomicU64 = AtomicU64::new(1);
-
-/// A fresh consumer id.
-pub fn next_consumer_id() -> ConsumerId {
-    NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed)
-}
 
 /// Deliveries buffered per connection before the queues hold back (their credit).
 const DELIVERY_BUFFER: usize = 4096;

@@ -11,8 +11,9 @@
 //!   so AMQP consumers get them back exactly) and, for Kafka consumers, every header whose value
 //!   is a string, number or boolean also as a plain text header of the same name.
 //!
-//! A record a Kafka client wrote has none of that: it is delivered with its key as routing key,
-//! its value as body, its timestamp, and its headers as an AMQP field table of long strings.
+//! A record a Kafka client (or the HTTP front end) wrote has no `amqp.headers`: it is delivered
+//! with its key as routing key, its value as body, its timestamp, and its own headers as an AMQP
+//! field table of long strings.
 
 use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::BasicProperties;
@@ -266,22 +267,24 @@ pub fn from_record(record: &QueueRecord) -> Outgoing {
     if let Some(t) = header("amqp.timestamp").and_then(|t| t.parse().ok()) {
         props = props.with_timestamp(t);
     }
-    let amqp = record.header(EXCHANGE).is_some();
     let table = match record.header(HEADERS) {
         Some(b) => decode_table(b),
-        // A Kafka client's record: its headers, as long strings.
-        None if !amqp && !record.headers.is_empty() => {
+        // A record written by a Kafka client or over HTTP: its own headers (not the broker's
+        // `amqp.*` and `spool.*` ones), as long strings.
+        None => {
             let mut t = FieldTable::default();
             for (k, v) in &record.headers {
+                if k.starts_with("amqp.") || k.starts_with("spool.") {
+                    continue;
+                }
                 let bytes = v.as_ref().map(|b| b.to_vec()).unwrap_or_default();
                 t.insert(
                     ShortString::from(k.as_str()),
                     AMQPValue::LongString(LongString::from(bytes)),
                 );
             }
-            Some(t)
+            (!t.inner().is_empty()).then_some(t)
         }
-        None => None,
     };
     let deaths = record
         .header(DEATHS_HEADER)

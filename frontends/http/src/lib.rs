@@ -3,6 +3,7 @@
 //! text). Errors are JSON bodies `{"error_code": ..., "message": ...}`.
 
 mod metrics;
+mod queues;
 mod records;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -86,6 +87,11 @@ pub fn server(
                 "/topics/{topic}/partitions/{partition}/records",
                 web::get().to(records::read),
             )
+            .route("/queues/{queue}", web::get().to(queues::stats))
+            .route("/queues/{queue}/messages", web::post().to(queues::send))
+            .route("/queues/{queue}/receive", web::post().to(queues::receive))
+            .route("/queues/{queue}/ack", web::post().to(queues::ack))
+            .route("/queues/{queue}/nack", web::post().to(queues::nack))
             .default_service(web::to(not_found))
     })
     .workers(workers.max(1))

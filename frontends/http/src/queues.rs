@@ -1,0 +1,323 @@
+//! Queues over HTTP, in the manner of SQS:
+//! - `POST /queues/{queue}/messages` with `{"messages": [{"body" | "body_base64", "headers"}]}`
+//!   publishes to the queue (as AMQP's default exchange would);
+//! - `POST /queues/{queue}/receive?max=&visibility_ms=&wait_ms=` leases up to `max` messages
+//!   for `visibility_ms`, waiting up to `wait_ms` for one; each comes with a `receipt`;
+//! - `POST /queues/{queue}/ack` and `/nack` (`requeue`, else dead-lettered or dropped) settle
+//!   receipts; an unsettled message goes back to the queue when its lease ends;
+//! - `GET /queues/{queue}` gives its counts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use spool_actors::partition::{queue_append, AwaitRecords};
+use spool_actors::queues::delivery::{next_consumer_id, ConsumerId};
+use spool_actors::queues::queue::{
+    CountMessages, LeaseRecords, Outcome, QueueActor, SettleDeliveries,
+};
+use spool_actors::queues::record::{self, QueueRecord, EXCHANGE_HEADER};
+use spool_actors::queues::registry::FindQueue;
+use spool_actors::{Broker, BrokerError};
+
+use crate::error;
+
+/// HTTP clients own no AMQP connection: exclusive queues are not theirs.
+const HTTP_CONNECTION: u64 = 0;
+/// Longest a receive may wait, and a lease may last.
+const MAX_WAIT_MS: u64 = 30_000;
+const MAX_VISIBILITY_MS: u64 = 12 * 3600 * 1000;
+
+fn refused(e: BrokerError) -> HttpResponse {
+    let status = match &e {
+        BrokerError::NoSuchEntity { .. } => StatusCode::NOT_FOUND,
+        BrokerError::ResourceLocked(_) | BrokerError::AccessRefused(_) => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+async fn find(broker: &Broker, queue: &str) -> Result<actix::Addr<QueueActor>, HttpResponse> {
+    match broker
+        .queues
+        .send(FindQueue {
+            name: queue.to_string(),
+            connection: HTTP_CONNECTION,
+        })
+        .await
+    {
+        Ok(Ok(addr)) => Ok(addr),
+        Ok(Err(e)) => Err(refused(e)),
+        Err(_) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue registry unavailable".into(),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SendBody {
+    messages: Vec<SendMessage>,
+}
+
+#[derive(Deserialize)]
+pub struct SendMessage {
+    body: Option<Value>,
+    body_base64: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+/// `POST /queues/{queue}/messages`.
+pub async fn send(
+    broker: web::Data<Broker>,
+    queue: web::Path<String>,
+    body: web::Json<SendBody>,
+) -> HttpResponse {
+    let routes = broker.routes.snapshot();
+    let Some(target) = routes.queues.get(queue.as_str()).cloned() else {
+        return refused(BrokerError::NoSuchEntity {
+            kind: "queue",
+            name: format!("{queue}' in vhost '/"),
+        });
+    };
+    if body.messages.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "no messages".into());
+    }
+    let now = spool_actors::offsets_journal::now_ms();
+    let mut records = Vec::with_capacity(body.messages.len());
+    for (i, m) in body.into_inner().messages.into_iter().enumerate() {
+        let value = match (m.body, m.body_base64) {
+            (Some(v), None) => v.to_string().into_bytes(),
+            (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b) {
+                Ok(v) => v,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("message {i}: body_base64: {e}"),
+                    )
+                }
+            },
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("message {i}: give one of body and body_base64"),
+                )
+            }
+        };
+        let mut headers: Vec<(String, Option<bytes::Bytes>)> =
+            vec![(EXCHANGE_HEADER.to_string(), Some(bytes::Bytes::new()))];
+        headers.extend(
+            m.headers
+                .into_iter()
+                .map(|(k, v)| (k, Some(bytes::Bytes::from(v)))),
+        );
+        if let Some(ttl) = target.message_ttl {
+            headers.push((
+                record::EXPIRES_HEADER.to_string(),
+                Some(bytes::Bytes::from((now + ttl).to_string())),
+            ));
+        }
+        records.push(QueueRecord {
+            key: Some(bytes::Bytes::from(queue.to_string())),
+            value: Some(bytes::Bytes::from(value)),
+            headers,
+            timestamp_ms: now,
+        });
+    }
+    let Some(addr) = broker
+        .catalog
+        .snapshot()
+        .partition(&target.topic, 0)
+        .and_then(|p| p.local.clone())
+    else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("queue '{queue}' has no storage"),
+        );
+    };
+    let batch = match record::encode(&records) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match queue_append(&addr, vec![batch]).await {
+        Some(Ok(_)) => HttpResponse::Ok().json(json!({"sent": records.len()})),
+        Some(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("queue '{queue}' is restarting"),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ReceiveQuery {
+    max: Option<usize>,
+    visibility_ms: Option<u64>,
+    wait_ms: Option<u64>,
+}
+
+/// `POST /queues/{queue}/receive`.
+pub async fn receive(
+    broker: web::Data<Broker>,
+    queue: web::Path<String>,
+    q: web::Query<ReceiveQuery>,
+) -> HttpResponse {
+    let addr = match find(&broker, &queue).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let max = q.max.unwrap_or(1).clamp(1, 1000);
+    let lease = Duration::from_millis(
+        q.visibility_ms
+            .unwrap_or(30_000)
+            .clamp(1, MAX_VISIBILITY_MS),
+    );
+    let deadline = Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    let consumer = next_consumer_id();
+    let topic = broker
+        .routes
+        .snapshot()
+        .queues
+        .get(queue.as_str())
+        .map(|t| t.topic.clone());
+    loop {
+        let got = addr
+            .send(LeaseRecords {
+                consumer,
+                max,
+                lease,
+            })
+            .await
+            .unwrap_or_default();
+        let now = Instant::now();
+        if !got.is_empty() || now >= deadline {
+            let messages: Vec<Value> = got
+                .into_iter()
+                .map(|d| {
+                    let mut m = json!({
+                        "receipt": format!("{consumer}.{}", d.offset),
+                        "redelivered": d.redelivered,
+                        "headers": d.record.headers.iter()
+                            .filter(|(k, _)| !k.starts_with("amqp.") && !k.starts_with("spool."))
+                            .map(|(k, v)| (k.clone(), v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())))
+                            .collect::<BTreeMap<_, _>>(),
+                    });
+                    let body = d.record.value.unwrap_or_default();
+                    match serde_json::from_slice::<Value>(&body) {
+                        Ok(v) => m["body"] = v,
+                        Err(_) => m["body_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&body)),
+                    }
+                    m
+                })
+                .collect();
+            return HttpResponse::Ok().json(json!({"messages": messages}));
+        }
+        // Nothing ready: wait for the queue's log to grow (or the deadline), then try again.
+        let partition = topic.as_ref().and_then(|t| {
+            broker
+                .catalog
+                .snapshot()
+                .partition(t, 0)
+                .and_then(|p| p.local.clone())
+        });
+        let Some(part) = partition else {
+            return HttpResponse::Ok().json(json!({"messages": []}));
+        };
+        let end = part
+            .send(spool_actors::partition::DescribeLog)
+            .await
+            .map(|s| s.high_watermark)
+            .unwrap_or(0);
+        // Records also become ready without an append (a lapsed lease, a requeue), which the
+        // log cannot signal: look again at least every 100 ms.
+        let wait = (deadline - now).min(Duration::from_millis(100));
+        let _ = actix_web::rt::time::timeout(wait, part.send(AwaitRecords { offset: end })).await;
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SettleBody {
+    receipts: Vec<String>,
+    #[serde(default)]
+    requeue: bool,
+}
+
+/// Receipts (`{consumer}.{offset}`) grouped by consumer; the first that does not parse.
+fn parse_receipts(receipts: &[String]) -> Result<HashMap<ConsumerId, Vec<u64>>, String> {
+    let mut out: HashMap<ConsumerId, Vec<u64>> = HashMap::new();
+    for r in receipts {
+        let parsed = r
+            .split_once('.')
+            .and_then(|(c, o)| Some((c.parse().ok()?, o.parse().ok()?)));
+        match parsed {
+            Some((c, o)) => out.entry(c).or_default().push(o),
+            None => return Err(format!("'{r}' is not a receipt")),
+        }
+    }
+    Ok(out)
+}
+
+async fn settle(broker: &Broker, queue: &str, body: SettleBody, outcome: Outcome) -> HttpResponse {
+    let addr = match find(broker, queue).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let by_consumer = match parse_receipts(&body.receipts) {
+        Ok(m) => m,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    for (consumer, offsets) in by_consumer {
+        addr.do_send(SettleDeliveries {
+            consumer,
+            offsets,
+            outcome,
+        });
+    }
+    // A count after the settlements: its answer means they are written.
+    let _ = addr.send(CountMessages).await;
+    HttpResponse::Ok().json(json!({"settled": body.receipts.len()}))
+}
+
+/// `POST /queues/{queue}/ack`.
+pub async fn ack(
+    broker: web::Data<Broker>,
+    queue: web::Path<String>,
+    body: web::Json<SettleBody>,
+) -> HttpResponse {
+    settle(&broker, &queue, body.into_inner(), Outcome::Ack).await
+}
+
+/// `POST /queues/{queue}/nack`: back to the queue with `requeue`, else rejected (dead-lettered
+/// when the queue has a dead-letter exchange).
+pub async fn nack(
+    broker: web::Data<Broker>,
+    queue: web::Path<String>,
+    body: web::Json<SettleBody>,
+) -> HttpResponse {
+    let outcome = if body.requeue {
+        Outcome::Requeue
+    } else {
+        Outcome::Reject
+    };
+    settle(&broker, &queue, body.into_inner(), outcome).await
+}
+
+/// `GET /queues/{queue}`.
+pub async fn stats(broker: web::Data<Broker>, queue: web::Path<String>) -> HttpResponse {
+    let addr = match find(&broker, &queue).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let c = addr.send(CountMessages).await.unwrap_or_default();
+    HttpResponse::Ok().json(json!({
+        "queue": queue.as_str(),
+        "ready": c.ready,
+        "unacked": c.unacked,
+        "consumers": c.consumers,
+    }))
+}
