@@ -15,9 +15,7 @@ use kafka_protocol::messages::{
     ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use spool_actors::queues::record::{self, QueueRecord};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -178,36 +176,13 @@ fn encode_batch(record_size: usize) -> anyhow::Result<Bytes> {
             .map(|i| (i * 31 % 251) as u8)
             .collect::<Vec<_>>(),
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
-    let records: Vec<Record> = (0..BATCH_RECORDS)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: now,
-            key: None,
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )?;
-    Ok(buf.freeze())
+    let record = QueueRecord {
+        value: Some(value),
+        timestamp_ms: spool_actors::offsets_journal::now_ms(),
+        ..QueueRecord::default()
+    };
+    let records = vec![record; BATCH_RECORDS];
+    Ok(record::encode(&records)?.bytes().clone())
 }
 
 /// A connection with pipelined requests, answered in order: the minimal Kafka client that the

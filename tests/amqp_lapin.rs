@@ -55,6 +55,31 @@ async fn publish_confirmed(
     }
 }
 
+/// A passive queue.declare: the queue's counts, or the channel's error.
+async fn passive(ch: &Channel, name: &str) -> lapin::Result<lapin::Queue> {
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+}
+
+/// A consumer with manual acks and no arguments.
+async fn subscribe(ch: &Channel, queue: &str, tag: &str) -> lapin::Consumer {
+    ch.basic_consume(
+        queue.into(),
+        tag.into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+}
+
 fn body(d: &lapin::message::Delivery) -> String {
     String::from_utf8(d.data.clone()).unwrap()
 }
@@ -81,15 +106,7 @@ async fn competing_consumers_process_each_message_once_and_a_dead_consumer_s_mes
     let doomed = connect(&spool).await;
     let dch = doomed.create_channel().await.unwrap();
     dch.basic_qos(7, BasicQosOptions::default()).await.unwrap();
-    let mut dc = dch
-        .basic_consume(
-            "work".into(),
-            "doomed".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut dc = subscribe(&dch, "work", "doomed").await;
     let mut abandoned = HashSet::new();
     for _ in 0..7 {
         abandoned.insert(body(&next(&mut dc).await));
@@ -152,17 +169,7 @@ async fn competing_consumers_process_each_message_once_and_a_dead_consumer_s_mes
         "every worker got work: {per_worker:?}"
     );
     // Nothing is left.
-    let q = ch
-        .queue_declare(
-            "work".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let q = passive(&ch, "work").await.unwrap();
     assert_eq!(q.message_count(), 0);
 }
 
@@ -175,31 +182,13 @@ async fn prefetch_bounds_unacknowledged_deliveries() {
     publish_confirmed(&ch, "", "pf", (0..20).map(|i| i.to_string())).await;
     let cch = conn.create_channel().await.unwrap();
     cch.basic_qos(5, BasicQosOptions::default()).await.unwrap();
-    let mut c = cch
-        .basic_consume(
-            "pf".into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut c = subscribe(&cch, "pf", "").await;
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(next(&mut c).await);
     }
     // With five unacknowledged, the other fifteen stay ready.
-    let q = ch
-        .queue_declare(
-            "pf".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let q = passive(&ch, "pf").await.unwrap();
     assert_eq!((q.message_count(), q.consumer_count()), (15, 1));
     // Acknowledging two (multiple) lets exactly two more in, in order.
     held[1]
@@ -208,17 +197,7 @@ async fn prefetch_bounds_unacknowledged_deliveries() {
         .unwrap();
     let more = [next(&mut c).await, next(&mut c).await];
     assert_eq!([body(&more[0]), body(&more[1])], ["5", "6"]);
-    let q = ch
-        .queue_declare(
-            "pf".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let q = passive(&ch, "pf").await.unwrap();
     assert_eq!(q.message_count(), 13);
 }
 
@@ -362,17 +341,7 @@ async fn errors_close_the_channel_with_rabbitmq_reply_codes() {
     let conn = connect(&spool).await;
     // Passive declare of a missing queue: 404 on that channel; the connection stays up.
     let ch = conn.create_channel().await.unwrap();
-    let err = ch
-        .queue_declare(
-            "missing".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = passive(&ch, "missing").await.unwrap_err();
     assert!(err.to_string().contains("NOT_FOUND"), "{err}");
     // Inequivalent redeclare: 406.
     let ch = conn.create_channel().await.unwrap();
@@ -442,15 +411,7 @@ async fn confirmed_messages_and_acks_survive_sigkill() {
         publish_confirmed(&ch, ex, "k", (0..10).map(|i| format!("m{i}"))).await;
         let cch = conn.create_channel().await.unwrap();
         cch.basic_qos(6, BasicQosOptions::default()).await.unwrap();
-        let mut c = cch
-            .basic_consume(
-                "durable".into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let mut c = subscribe(&cch, "durable", "").await;
         let mut got = Vec::new();
         for _ in 0..6 {
             got.push(next(&mut c).await);
@@ -461,17 +422,7 @@ async fn confirmed_messages_and_acks_survive_sigkill() {
             .await
             .unwrap();
         // A synchronous round trip after the acks: its answer means they are written.
-        let q = cch
-            .queue_declare(
-                "durable".into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let q = passive(&cch, "durable").await.unwrap();
         assert_eq!(q.message_count(), 0);
         spool.kill9();
     }
@@ -480,17 +431,7 @@ async fn confirmed_messages_and_acks_survive_sigkill() {
     // undelivered messages, the unacknowledged ones flagged redelivered.
     let conn = connect(&spool).await;
     let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            "durable".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let q = passive(&ch, "durable").await.unwrap();
     assert_eq!(q.message_count(), 6);
     publish_confirmed(&ch, "events", "k", ["after".to_string()]).await;
     let mut out = Vec::new();
@@ -596,15 +537,7 @@ async fn rpc_with_direct_reply_to() {
     let server = connect(&spool).await;
     let sch = server.create_channel().await.unwrap();
     declare(&sch, "rpc", FieldTable::default()).await;
-    let mut requests = sch
-        .basic_consume(
-            "rpc".into(),
-            "server".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut requests = subscribe(&sch, "rpc", "server").await;
     // The client: consumes its replies from the pseudo-queue, without acks.
     let client = connect(&spool).await;
     let cch = client.create_channel().await.unwrap();
@@ -688,15 +621,7 @@ async fn consumers_of_a_deleted_queue_are_cancelled() {
     let ch = conn.create_channel().await.unwrap();
     declare(&ch, "doomed", FieldTable::default()).await;
     let cch = conn.create_channel().await.unwrap();
-    let mut consumer = cch
-        .basic_consume(
-            "doomed".into(),
-            "c".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = subscribe(&cch, "doomed", "c").await;
     ch.queue_delete("doomed".into(), QueueDeleteOptions::default())
         .await
         .unwrap();
@@ -706,17 +631,7 @@ async fn consumers_of_a_deleted_queue_are_cancelled() {
         .expect("cancelled within 30 s");
     assert!(end.is_none(), "expected the end of the stream, got {end:?}");
     declare(&cch, "after", FieldTable::default()).await;
-    let err = ch
-        .queue_declare(
-            "doomed".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = passive(&ch, "doomed").await.unwrap_err();
     assert!(err.to_string().contains("NOT_FOUND"), "{err}");
 }
 

@@ -12,41 +12,19 @@ use common::Spool;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use spool_actors::queues::record::{self, QueueRecord};
 
+/// A valid batch of these values, from the broker's own record encoder.
 fn batch(values: &[&str]) -> BytesMut {
-    let records: Vec<Record> = values
+    let records: Vec<QueueRecord> = values
         .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1_700_000_000_000,
-            key: None,
+        .map(|v| QueueRecord {
             value: Some(Bytes::from(v.to_string())),
-            headers: Default::default(),
-            delete_horizon: false,
+            timestamp_ms: 1_700_000_000_000,
+            ..QueueRecord::default()
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf
+    BytesMut::from(&record::encode(&records).unwrap().bytes()[..])
 }
 
 fn produce(topic: &str, records: Bytes) -> ProduceRequest {

@@ -204,14 +204,24 @@ impl<S: JournalState + 'static> Journal<S> {
         }
     }
 
-    /// How often the owner should call [`Journal::tick`].
-    pub fn tick_interval(&self) -> std::time::Duration {
+    /// Has the owning actor fsync the journal in the background by its flush policy: call from
+    /// the actor's `started`. `journal` finds the journal in the actor.
+    pub fn keep_synced<A>(act: &mut A, ctx: &mut Context<A>, journal: fn(&mut A) -> &mut Journal<S>)
+    where
+        A: Actor<Context = Context<A>>,
+    {
+        let every = journal(act).tick_interval();
+        ctx.run_interval(every, move |act, ctx| Journal::tick(act, ctx, journal));
+    }
+
+    /// How often [`Journal::tick`] runs.
+    fn tick_interval(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.log.config().flush_ms.unwrap_or(1000).clamp(1, 1000))
     }
 
     /// Starts a background fsync when the flush policy asks for one. `journal` finds the
     /// journal in the owning actor.
-    pub fn tick<A>(act: &mut A, ctx: &mut Context<A>, journal: fn(&mut A) -> &mut Journal<S>)
+    fn tick<A>(act: &mut A, ctx: &mut Context<A>, journal: fn(&mut A) -> &mut Journal<S>)
     where
         A: Actor<Context = Context<A>>,
     {

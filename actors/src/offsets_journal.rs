@@ -110,9 +110,7 @@ impl Actor for OffsetsJournal {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.journal.tick_interval(), |act, ctx| {
-            Journal::tick(act, ctx, |a| &mut a.journal)
-        });
+        Journal::keep_synced(self, ctx, |a| &mut a.journal);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

@@ -250,3 +250,21 @@ pub fn assert_json_error(what: &str, (status, body): (u16, String), want: u16) {
         "{what}: {body}"
     );
 }
+
+/// Runs `tests/python/<script>` with `arg` against `spool`; fails with its output and the
+/// broker's log unless it exits 0 and prints `done`.
+pub fn run_python_client(spool: &Spool, script: &str, arg: &str, done: &str) {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(path)
+        .arg(arg)
+        .output()
+        .expect("python3 runs (install the packages with .ci/run)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(done),
+        "{script} failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nbroker log:\n{}",
+        spool.log()
+    );
+}

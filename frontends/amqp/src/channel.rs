@@ -19,8 +19,10 @@ use spool_actors::queues::queue::{
 use spool_actors::queues::record::{self, QueueRecord};
 use spool_actors::queues::registry::{
     ChangeBinding, DeclareExchange, DeclareQueue, DeleteExchange, DeleteQueue, FindQueue,
+    QueueRegistry,
 };
 use spool_actors::queues::routing::RouteError;
+use spool_actors::BrokerError;
 
 use crate::connection::{
     next_consumer_id, truncate, Connection, ConsumerRef, Event, DIRECT_REPLY_TO,
@@ -302,18 +304,29 @@ impl Connection {
         self.channels.get_mut(&id).expect("open channel")
     }
 
-    async fn find_queue(&self, name: &str) -> Result<Addr<QueueActor>, AmqpError> {
+    /// Asks the queue registry; its refusal becomes the AMQP error for it.
+    async fn registry<M, T>(&self, msg: M) -> Result<T, AmqpError>
+    where
+        M: actix::Message<Result = Result<T, BrokerError>> + Send + 'static,
+        M::Result: Send,
+        QueueRegistry: actix::Handler<M>,
+    {
         self.broker
             .queues
-            .send(FindQueue {
-                name: name.to_string(),
-                connection: self.id,
-            })
+            .send(msg)
             .await
             .map_err(|_| {
                 AmqpError::connection(reply::INTERNAL_ERROR, "queue registry unavailable")
             })?
             .map_err(AmqpError::from)
+    }
+
+    async fn find_queue(&self, name: &str) -> Result<Addr<QueueActor>, AmqpError> {
+        self.registry(FindQueue {
+            name: name.to_string(),
+            connection: self.id,
+        })
+        .await
     }
 
     async fn channel_method(&mut self, id: u16, method: AMQPClass) -> Result<(), AmqpError> {
@@ -379,22 +392,18 @@ impl Connection {
         id: u16,
         method: exchange::AMQPMethod,
     ) -> Result<(), AmqpError> {
-        let registry = self.broker.queues.clone();
-        let gone = || AmqpError::connection(reply::INTERNAL_ERROR, "queue registry unavailable");
         match method {
             exchange::AMQPMethod::Declare(d) => {
-                registry
-                    .send(DeclareExchange {
-                        name: d.exchange.to_string(),
-                        kind: d.kind.to_string(),
-                        passive: d.passive,
-                        durable: d.durable,
-                        auto_delete: d.auto_delete,
-                        internal: d.internal,
-                        arguments: table_to_args(&d.arguments),
-                    })
-                    .await
-                    .map_err(|_| gone())??;
+                self.registry(DeclareExchange {
+                    name: d.exchange.to_string(),
+                    kind: d.kind.to_string(),
+                    passive: d.passive,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: table_to_args(&d.arguments),
+                })
+                .await?;
                 if !d.nowait {
                     self.method(
                         id,
@@ -405,13 +414,11 @@ impl Connection {
                 }
             }
             exchange::AMQPMethod::Delete(d) => {
-                registry
-                    .send(DeleteExchange {
-                        name: d.exchange.to_string(),
-                        if_unused: d.if_unused,
-                    })
-                    .await
-                    .map_err(|_| gone())??;
+                self.registry(DeleteExchange {
+                    name: d.exchange.to_string(),
+                    if_unused: d.if_unused,
+                })
+                .await?;
                 if !d.nowait {
                     self.method(
                         id,
@@ -430,12 +437,10 @@ impl Connection {
     }
 
     async fn queue_method(&mut self, id: u16, method: queue::AMQPMethod) -> Result<(), AmqpError> {
-        let registry = self.broker.queues.clone();
-        let gone = || AmqpError::connection(reply::INTERNAL_ERROR, "queue registry unavailable");
         match method {
             queue::AMQPMethod::Declare(d) => {
-                let q = registry
-                    .send(DeclareQueue {
+                let q = self
+                    .registry(DeclareQueue {
                         name: d.queue.to_string(),
                         passive: d.passive,
                         durable: d.durable,
@@ -444,8 +449,7 @@ impl Connection {
                         arguments: table_to_args(&d.arguments),
                         connection: self.id,
                     })
-                    .await
-                    .map_err(|_| gone())??;
+                    .await?;
                 if !d.nowait {
                     self.method(
                         id,
@@ -458,17 +462,15 @@ impl Connection {
                 }
             }
             queue::AMQPMethod::Bind(b) => {
-                registry
-                    .send(ChangeBinding {
-                        queue: b.queue.to_string(),
-                        exchange: b.exchange.to_string(),
-                        routing_key: b.routing_key.to_string(),
-                        arguments: table_to_args(&b.arguments),
-                        bind: true,
-                        connection: self.id,
-                    })
-                    .await
-                    .map_err(|_| gone())??;
+                self.registry(ChangeBinding {
+                    queue: b.queue.to_string(),
+                    exchange: b.exchange.to_string(),
+                    routing_key: b.routing_key.to_string(),
+                    arguments: table_to_args(&b.arguments),
+                    bind: true,
+                    connection: self.id,
+                })
+                .await?;
                 if !b.nowait {
                     self.method(
                         id,
@@ -477,17 +479,15 @@ impl Connection {
                 }
             }
             queue::AMQPMethod::Unbind(b) => {
-                registry
-                    .send(ChangeBinding {
-                        queue: b.queue.to_string(),
-                        exchange: b.exchange.to_string(),
-                        routing_key: b.routing_key.to_string(),
-                        arguments: table_to_args(&b.arguments),
-                        bind: false,
-                        connection: self.id,
-                    })
-                    .await
-                    .map_err(|_| gone())??;
+                self.registry(ChangeBinding {
+                    queue: b.queue.to_string(),
+                    exchange: b.exchange.to_string(),
+                    routing_key: b.routing_key.to_string(),
+                    arguments: table_to_args(&b.arguments),
+                    bind: false,
+                    connection: self.id,
+                })
+                .await?;
                 self.method(
                     id,
                     AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
@@ -506,15 +506,14 @@ impl Connection {
                 }
             }
             queue::AMQPMethod::Delete(d) => {
-                let n = registry
-                    .send(DeleteQueue {
+                let n = self
+                    .registry(DeleteQueue {
                         name: d.queue.to_string(),
                         if_unused: d.if_unused,
                         if_empty: d.if_empty,
                         connection: self.id,
                     })
-                    .await
-                    .map_err(|_| gone())??;
+                    .await?;
                 if !d.nowait {
                     self.method(
                         id,
