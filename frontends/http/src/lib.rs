@@ -3,6 +3,7 @@
 //! text). Errors are JSON bodies `{"error_code": ..., "message": ...}`.
 
 mod metrics;
+mod payload;
 mod queues;
 mod records;
 

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use base64::Engine;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use spool_actors::partition::{queue_append, AwaitRecords};
 use spool_actors::queues::delivery::{next_consumer_id, ConsumerId};
 use spool_actors::queues::queue::{
@@ -25,6 +24,7 @@ use spool_actors::queues::registry::FindQueue;
 use spool_actors::{Broker, BrokerError};
 
 use crate::error;
+use crate::payload;
 
 /// HTTP clients own no AMQP connection: exclusive queues are not theirs.
 const HTTP_CONNECTION: u64 = 0;
@@ -91,23 +91,15 @@ pub async fn send(
     let now = spool_actors::offsets_journal::now_ms();
     let mut records = Vec::with_capacity(body.messages.len());
     for (i, m) in body.into_inner().messages.into_iter().enumerate() {
-        let value = match (m.body, m.body_base64) {
-            (Some(v), None) => v.to_string().into_bytes(),
-            (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b) {
-                Ok(v) => v,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("message {i}: body_base64: {e}"),
-                    )
-                }
-            },
-            _ => {
+        let value = match payload::decode(m.body, m.body_base64, "body") {
+            Ok(Some(v)) => v,
+            Ok(None) => {
                 return error(
                     StatusCode::BAD_REQUEST,
                     format!("message {i}: give one of body and body_base64"),
                 )
             }
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("message {i}: {e}")),
         };
         let mut headers: Vec<(String, Option<bytes::Bytes>)> =
             vec![(EXCHANGE_HEADER.to_string(), Some(bytes::Bytes::new()))];
@@ -124,7 +116,7 @@ pub async fn send(
         }
         records.push(QueueRecord {
             key: Some(bytes::Bytes::from(queue.to_string())),
-            value: Some(bytes::Bytes::from(value)),
+            value: Some(value),
             headers,
             timestamp_ms: now,
         });
@@ -196,25 +188,22 @@ pub async fn receive(
             .unwrap_or_default();
         let now = Instant::now();
         if !got.is_empty() || now >= deadline {
-            let messages: Vec<Value> = got
-                .into_iter()
-                .map(|d| {
-                    let mut m = json!({
-                        "receipt": format!("{consumer}.{}", d.offset),
-                        "redelivered": d.redelivered,
-                        "headers": d.record.headers.iter()
-                            .filter(|(k, _)| !k.starts_with("amqp.") && !k.starts_with("spool."))
-                            .map(|(k, v)| (k.clone(), v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())))
-                            .collect::<BTreeMap<_, _>>(),
-                    });
-                    let body = d.record.value.unwrap_or_default();
-                    match serde_json::from_slice::<Value>(&body) {
-                        Ok(v) => m["body"] = v,
-                        Err(_) => m["body_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&body)),
-                    }
-                    m
-                })
-                .collect();
+            let messages: Vec<Value> =
+                got.into_iter()
+                    .map(|d| {
+                        let mut m = Map::new();
+                        m.insert("receipt".into(), json!(format!("{consumer}.{}", d.offset)));
+                        m.insert("redelivered".into(), json!(d.redelivered));
+                        let own =
+                            d.record.headers.iter().filter(|(k, _)| {
+                                !k.starts_with("amqp.") && !k.starts_with("spool.")
+                            });
+                        m.insert("headers".into(), payload::headers(own));
+                        let body = d.record.value.unwrap_or_default();
+                        payload::encode(&mut m, "body", Some(&body));
+                        Value::Object(m)
+                    })
+                    .collect();
             return HttpResponse::Ok().json(json!({"messages": messages}));
         }
         // Nothing ready: wait for the queue's log to grow (or the deadline), then try again.

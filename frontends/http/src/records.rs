@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use base64::Engine;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use spool_actors::partition::{queue_append, AwaitRecords, ReadRecords};
 use spool_actors::queues::record::{self, QueueRecord};
 use spool_actors::{Broker, BrokerError};
 
 use crate::error;
 use crate::partitioner::partition_for_key;
+use crate::payload;
 
 /// Round-robin position for records with neither key nor partition.
 #[derive(Default)]
@@ -78,16 +78,9 @@ pub async fn produce(
     // Records grouped by partition, each remembering its place in the request.
     let mut by_partition: BTreeMap<i32, Vec<(usize, QueueRecord)>> = BTreeMap::new();
     for (i, r) in body.into_inner().records.into_iter().enumerate() {
-        let value = match (r.value, r.value_base64) {
-            (Some(_), Some(_)) => {
-                return bad_request(format!("record {i}: both value and value_base64"))
-            }
-            (Some(v), None) => Some(bytes::Bytes::from(v.to_string())),
-            (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b) {
-                Ok(v) => Some(bytes::Bytes::from(v)),
-                Err(e) => return bad_request(format!("record {i}: value_base64: {e}")),
-            },
-            (None, None) => None,
+        let value = match payload::decode(r.value, r.value_base64, "value") {
+            Ok(v) => v,
+            Err(e) => return bad_request(format!("record {i}: {e}")),
         };
         let partition = match (r.partition, &r.key) {
             (Some(p), _) if p < 0 || p as usize >= n => {
@@ -203,18 +196,17 @@ pub async fn read(
         .filter(|s| s.offset >= offset)
         .map(|s| {
             let r = s.record;
-            let mut out = json!({
-                "offset": s.offset,
-                "timestamp": r.timestamp_ms,
-                "key": r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-                "headers": r.headers.iter().map(|(k, v)| (k.clone(), v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()))).collect::<BTreeMap<_, _>>(),
-            });
-            match r.value.as_ref().map(|v| serde_json::from_slice::<Value>(v).map_err(|_| v)) {
-                Some(Ok(v)) => out["value"] = v,
-                Some(Err(v)) => out["value_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(v)),
-                None => out["value"] = Value::Null,
-            }
-            out
+            let mut out = Map::new();
+            out.insert("offset".into(), json!(s.offset));
+            out.insert("timestamp".into(), json!(r.timestamp_ms));
+            let key = r
+                .key
+                .as_ref()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            out.insert("key".into(), json!(key));
+            out.insert("headers".into(), payload::headers(r.headers.iter()));
+            payload::encode(&mut out, "value", r.value.as_ref());
+            Value::Object(out)
         })
         .collect();
     HttpResponse::Ok().json(json!({
