@@ -124,6 +124,33 @@ pub enum OffsetAnswer {
     NotFound,
 }
 
+impl OffsetAnswer {
+    /// The `(offset, timestamp)` the query asked for, finding the record inside a returned
+    /// batch: the first at or after the timestamp, or the one carrying the maximum timestamp.
+    pub fn resolve(self, query: OffsetQuery) -> Option<(i64, i64)> {
+        let mut batch = match self {
+            OffsetAnswer::Offset { offset, timestamp } => return Some((offset as i64, timestamp)),
+            OffsetAnswer::NotFound => return None,
+            OffsetAnswer::InBatch(batch) => batch,
+        };
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch).ok()?;
+        match query {
+            OffsetQuery::Timestamp(ts) => set
+                .records
+                .iter()
+                .find(|r| r.timestamp >= ts)
+                .map(|r| (r.offset, r.timestamp)),
+            _ => set
+                .records
+                .iter()
+                .fold(None, |best: Option<(i64, i64)>, r| match best {
+                    Some((_, t)) if t >= r.timestamp => best,
+                    _ => Some((r.offset, r.timestamp)),
+                }),
+        }
+    }
+}
+
 /// Looks an offset up by position or time.
 #[derive(Message)]
 #[rtype(result = "Result<OffsetAnswer, BrokerError>")]

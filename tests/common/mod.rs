@@ -109,7 +109,8 @@ impl Spool {
         self.http("POST", path, Some(json))
     }
 
-    fn http(&self, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
+    /// Any request over plain HTTP/1.1, with an optional JSON body: the status and the body.
+    pub fn http(&self, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
         use std::io::{Read, Write};
         let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).expect("HTTP listener");
         let body = json.unwrap_or("");

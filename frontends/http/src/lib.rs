@@ -2,22 +2,20 @@
 //! recovered and the listeners are bound: true once this serves) and `GET /metrics` (Prometheus
 //! text). Errors are JSON bodies `{"error_code": ..., "message": ...}`.
 
+mod errors;
+mod groups;
+mod members;
 mod metrics;
 mod payload;
 mod queues;
 mod records;
+mod topics;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, Resource};
 use serde_json::json;
 use spool_actors::Broker;
 
-/// A JSON error with the HTTP status as its code.
-fn error(status: actix_web::http::StatusCode, message: String) -> HttpResponse {
-    HttpResponse::build(status).json(json!({
-        "error_code": status.as_u16(),
-        "message": message,
-    }))
-}
+use errors::error;
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "up"}))
@@ -32,6 +30,18 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
         actix_web::http::StatusCode::NOT_FOUND,
         format!("no route for {} {}", req.method(), req.path()),
     )
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    error(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not served on {}", req.method(), req.path()),
+    )
+}
+
+/// A route whose other methods answer 405 with a JSON body.
+fn resource(path: &str) -> Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
 }
 
 /// Largest JSON body accepted.
@@ -73,26 +83,69 @@ pub fn server(
 ) -> std::io::Result<actix_web::dev::Server> {
     let broker = web::Data::new(broker);
     let round_robin = web::Data::new(records::RoundRobin::default());
+    let members = web::Data::new(members::Members::default());
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(broker.clone())
             .app_data(round_robin.clone())
+            .app_data(members.clone())
             .app_data(json_config())
             .app_data(web::PathConfig::default().error_handler(bad_input))
             .app_data(web::QueryConfig::default().error_handler(bad_input))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics::scrape))
-            .route("/topics/{topic}/records", web::post().to(records::produce))
-            .route(
-                "/topics/{topic}/partitions/{partition}/records",
-                web::get().to(records::read),
+            .service(
+                resource("/topics")
+                    .route(web::get().to(topics::list))
+                    .route(web::post().to(topics::create)),
             )
-            .route("/queues/{queue}", web::get().to(queues::stats))
-            .route("/queues/{queue}/messages", web::post().to(queues::send))
-            .route("/queues/{queue}/receive", web::post().to(queues::receive))
-            .route("/queues/{queue}/ack", web::post().to(queues::ack))
-            .route("/queues/{queue}/nack", web::post().to(queues::nack))
+            .service(
+                resource("/topics/{topic}")
+                    .route(web::get().to(topics::describe))
+                    .route(web::delete().to(topics::delete)),
+            )
+            .service(
+                resource("/topics/{topic}/configs").route(web::patch().to(topics::alter_configs)),
+            )
+            .service(
+                resource("/topics/{topic}/partitions")
+                    .route(web::post().to(topics::add_partitions)),
+            )
+            .service(resource("/topics/{topic}/records").route(web::post().to(records::produce)))
+            .service(
+                resource("/topics/{topic}/partitions/{partition}/records")
+                    .route(web::get().to(records::read)),
+            )
+            .service(resource("/groups").route(web::get().to(groups::list)))
+            .service(
+                resource("/groups/{group}")
+                    .route(web::get().to(groups::describe))
+                    .route(web::delete().to(groups::delete)),
+            )
+            .service(
+                resource("/groups/{group}/offsets/reset")
+                    .route(web::post().to(groups::reset_offsets)),
+            )
+            .service(resource("/groups/{group}/members").route(web::post().to(members::join)))
+            .service(
+                resource("/groups/{group}/members/{member}")
+                    .route(web::get().to(members::describe))
+                    .route(web::delete().to(members::leave)),
+            )
+            .service(
+                resource("/groups/{group}/members/{member}/records")
+                    .route(web::get().to(members::poll)),
+            )
+            .service(
+                resource("/groups/{group}/members/{member}/offsets")
+                    .route(web::post().to(members::commit)),
+            )
+            .service(resource("/queues/{queue}").route(web::get().to(queues::stats)))
+            .service(resource("/queues/{queue}/messages").route(web::post().to(queues::send)))
+            .service(resource("/queues/{queue}/receive").route(web::post().to(queues::receive)))
+            .service(resource("/queues/{queue}/ack").route(web::post().to(queues::ack)))
+            .service(resource("/queues/{queue}/nack").route(web::post().to(queues::nack)))
             .default_service(web::to(not_found))
     })
     .workers(workers.max(1))

@@ -23,7 +23,7 @@ use spool_actors::queues::record::{self, QueueRecord, EXCHANGE_HEADER};
 use spool_actors::queues::registry::FindQueue;
 use spool_actors::{Broker, BrokerError};
 
-use crate::error;
+use crate::errors::{broker_error, error};
 use crate::payload;
 
 /// HTTP clients own no AMQP connection: exclusive queues are not theirs.
@@ -31,15 +31,6 @@ const HTTP_CONNECTION: u64 = 0;
 /// Longest a receive may wait, and a lease may last.
 const MAX_WAIT_MS: u64 = 30_000;
 const MAX_VISIBILITY_MS: u64 = 12 * 3600 * 1000;
-
-fn refused(e: BrokerError) -> HttpResponse {
-    let status = match &e {
-        BrokerError::NoSuchEntity { .. } => StatusCode::NOT_FOUND,
-        BrokerError::ResourceLocked(_) | BrokerError::AccessRefused(_) => StatusCode::FORBIDDEN,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(status, e.to_string())
-}
 
 async fn find(broker: &Broker, queue: &str) -> Result<actix::Addr<QueueActor>, HttpResponse> {
     match broker
@@ -51,7 +42,7 @@ async fn find(broker: &Broker, queue: &str) -> Result<actix::Addr<QueueActor>, H
         .await
     {
         Ok(Ok(addr)) => Ok(addr),
-        Ok(Err(e)) => Err(refused(e)),
+        Ok(Err(e)) => Err(broker_error(e)),
         Err(_) => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "queue registry unavailable".into(),
@@ -80,7 +71,7 @@ pub async fn send(
 ) -> HttpResponse {
     let routes = broker.routes.snapshot();
     let Some(target) = routes.queues.get(queue.as_str()).cloned() else {
-        return refused(BrokerError::NoSuchEntity {
+        return broker_error(BrokerError::NoSuchEntity {
             kind: "queue",
             name: format!("{queue}' in vhost '/"),
         });

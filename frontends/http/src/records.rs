@@ -16,10 +16,10 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use spool_actors::partition::{queue_append, AwaitRecords, ReadRecords};
-use spool_actors::queues::record::{self, QueueRecord};
+use spool_actors::queues::record::{self, QueueRecord, StoredRecord};
 use spool_actors::{Broker, BrokerError};
 
-use crate::error;
+use crate::errors::{bad_request, broker_error, error};
 use crate::partitioner::partition_for_key;
 use crate::payload;
 
@@ -40,24 +40,6 @@ pub struct ProduceRecord {
     #[serde(default)]
     headers: BTreeMap<String, String>,
     partition: Option<i32>,
-}
-
-fn bad_request(message: impl Into<String>) -> HttpResponse {
-    error(StatusCode::BAD_REQUEST, message.into())
-}
-
-fn broker_error(e: BrokerError) -> HttpResponse {
-    let status = match &e {
-        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
-            StatusCode::NOT_FOUND
-        }
-        BrokerError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        BrokerError::CorruptBatch(_) | BrokerError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-        BrokerError::OffsetOutOfRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-        BrokerError::PartitionUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(status, e.to_string())
 }
 
 /// `POST /topics/{topic}/records`.
@@ -194,20 +176,7 @@ pub async fn read(
     let records: Vec<Value> = stored
         .into_iter()
         .filter(|s| s.offset >= offset)
-        .map(|s| {
-            let r = s.record;
-            let mut out = Map::new();
-            out.insert("offset".into(), json!(s.offset));
-            out.insert("timestamp".into(), json!(r.timestamp_ms));
-            let key = r
-                .key
-                .as_ref()
-                .map(|k| String::from_utf8_lossy(k).into_owned());
-            out.insert("key".into(), json!(key));
-            out.insert("headers".into(), payload::headers(r.headers.iter()));
-            payload::encode(&mut out, "value", r.value.as_ref());
-            Value::Object(out)
-        })
+        .map(|s| render(s, Map::new()))
         .collect();
     HttpResponse::Ok().json(json!({
         "records": records,
@@ -216,7 +185,26 @@ pub async fn read(
     }))
 }
 
+/// A stored record as JSON: `offset`, `timestamp`, `key`, `headers` and the value, after the
+/// fields already in `out`.
+pub(crate) fn render(s: StoredRecord, mut out: Map<String, Value>) -> Value {
+    let r = s.record;
+    out.insert("offset".into(), json!(s.offset));
+    out.insert("timestamp".into(), json!(r.timestamp_ms));
+    let key = r
+        .key
+        .as_ref()
+        .map(|k| String::from_utf8_lossy(k).into_owned());
+    out.insert("key".into(), json!(key));
+    out.insert("headers".into(), payload::headers(r.headers.iter()));
+    payload::encode(&mut out, "value", r.value.as_ref());
+    Value::Object(out)
+}
+
 /// Waits for `fut` at most `wait`.
-async fn tokio_timeout<F: std::future::Future>(wait: Duration, fut: F) -> Option<F::Output> {
+pub(crate) async fn tokio_timeout<F: std::future::Future>(
+    wait: Duration,
+    fut: F,
+) -> Option<F::Output> {
     actix_web::rt::time::timeout(wait, fut).await.ok()
 }

@@ -1,13 +1,11 @@
 //! ListOffsets: earliest, latest, max timestamp, and the first offset at or after a time.
 
-use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::*;
-use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
-use spool_actors::partition::{OffsetAnswer, OffsetQuery, QueryOffset};
+use spool_actors::partition::{OffsetQuery, QueryOffset};
 
 use crate::error_codes;
 use crate::handler::Ctx;
@@ -68,11 +66,7 @@ pub(crate) async fn handle(
                     continue;
                 }
             };
-            let found = match answer {
-                OffsetAnswer::Offset { offset, timestamp } => Some((offset as i64, timestamp)),
-                OffsetAnswer::NotFound => None,
-                OffsetAnswer::InBatch(batch) => pick_record(batch, query),
-            };
+            let found = answer.resolve(query);
             parts.push(match found {
                 Some((offset, timestamp)) => out
                     .with_offset(offset)
@@ -88,24 +82,4 @@ pub(crate) async fn handle(
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
-}
-
-/// Finds the answer inside a stored batch: the first record at or after the timestamp, or the
-/// record carrying the maximum timestamp.
-fn pick_record(mut batch: Bytes, query: OffsetQuery) -> Option<(i64, i64)> {
-    let set = RecordBatchDecoder::decode(&mut batch).ok()?;
-    match query {
-        OffsetQuery::Timestamp(ts) => set
-            .records
-            .iter()
-            .find(|r| r.timestamp >= ts)
-            .map(|r| (r.offset, r.timestamp)),
-        _ => set
-            .records
-            .iter()
-            .fold(None, |best: Option<(i64, i64)>, r| match best {
-                Some((_, t)) if t >= r.timestamp => best,
-                _ => Some((r.offset, r.timestamp)),
-            }),
-    }
 }
