@@ -241,6 +241,7 @@ impl ConsumerGroup {
         let changed_topics = self.refresh_topics(catalog);
         if joined || changed_subscription || changed_topics {
             self.group_epoch += 1;
+            spool_metrics::live::rebalance("consumer");
         }
         if self.assignment_epoch < self.group_epoch {
             self.compute_target(group);
@@ -529,6 +530,7 @@ impl ConsumerGroup {
         if self.members.remove(member_id).is_some() {
             self.target.remove(member_id);
             self.group_epoch += 1;
+            spool_metrics::live::rebalance("consumer");
         }
     }
 

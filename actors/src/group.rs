@@ -250,6 +250,7 @@ impl GroupActor {
             return;
         }
         info!(group = %self.id, generation = self.generation, %reason, "rebalance");
+        spool_metrics::live::rebalance("classic");
         // Members waiting for an assignment of the old generation must rejoin.
         for m in self.members.values_mut() {
             if let Some(reply) = m.sync_reply.take() {

@@ -80,6 +80,7 @@ impl GroupRegistry {
         }
         warn!(group, "group coordinator stopped; starting a new one");
         self.restarts += 1;
+        spool_metrics::live::actor_restarted("group");
         Some(self.start_group(group.to_string()))
     }
 }

@@ -5,6 +5,7 @@
 //! on a blocking thread and covers every append made before it started (group commit). Reads are
 //! answered from the page cache; fetches that find nothing new are parked until data arrives.
 
+use spool_metrics::live;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -313,6 +314,7 @@ impl PartitionActor {
                 self.producers
                     .record(w, info.last_offset_delta, out.base_offset);
             }
+            live::appended(info.last_offset_delta as u64 + 1, b.len());
             needs_sync |= out.needs_sync;
             first_base.get_or_insert(out.base_offset);
         }
@@ -343,7 +345,9 @@ impl PartitionActor {
         };
         self.sync_in_flight = true;
         let fut = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let r = job.run();
+            live::fsync(started.elapsed());
             (job, r)
         });
         ctx.spawn(

@@ -11,29 +11,40 @@ pub struct PartitionOffsets {
     pub log_start_offset: u64,
     /// The next offset to be written.
     pub high_watermark: u64,
+    pub size_bytes: u64,
+    pub segments: usize,
 }
 
 impl Broker {
-    /// The offsets of every local partition, sorted by topic and partition. Partitions whose
-    /// actor does not answer (restarting) are left out.
+    /// The offsets and sizes of every local partition, sorted by topic and partition.
+    /// Partitions whose actor does not answer (restarting) are left out.
     pub async fn partition_offsets(&self) -> Vec<PartitionOffsets> {
         let snapshot = self.catalog.snapshot();
-        let mut out = Vec::new();
-        for (name, topic) in &snapshot.topics {
-            for (i, p) in topic.partitions.iter().enumerate() {
-                let Some(addr) = &p.local else {
-                    continue;
-                };
-                if let Ok(status) = addr.send(DescribeLog).await {
-                    out.push(PartitionOffsets {
-                        topic: name.to_string(),
-                        partition: i as i32,
-                        log_start_offset: status.log_start_offset,
-                        high_watermark: status.high_watermark,
-                    });
-                }
-            }
-        }
-        out
+        let asks = snapshot.topics.iter().flat_map(|(name, topic)| {
+            topic
+                .partitions
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, p)| {
+                    let addr = p.local.clone()?;
+                    Some(async move {
+                        let status = addr.send(DescribeLog).await.ok()?;
+                        Some(PartitionOffsets {
+                            topic: name.to_string(),
+                            partition: i as i32,
+                            log_start_offset: status.log_start_offset,
+                            high_watermark: status.high_watermark,
+                            size_bytes: status.size_bytes,
+                            segments: status.segments,
+                        })
+                    })
+                })
+        });
+        // Asked all at once: the partitions answer in parallel on their arbiters.
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }

@@ -205,6 +205,7 @@ impl TopicRegistry {
                     match self.start_partition(name, p as i32, &topic.config) {
                         Ok(fresh) => {
                             self.restarts += 1;
+                            spool_metrics::live::actor_restarted("partition");
                             self.catalog.update(|c| {
                                 if let Some(t) = c.topics.get_mut(name) {
                                     let t = Arc::make_mut(t);

@@ -2,7 +2,6 @@
 
 use crate::group::GroupConfig;
 use crate::partition::queue_append;
-use crate::partition_offsets::PartitionOffsets;
 use crate::queues::record::{encode, QueueRecord};
 use crate::queues::registry::DeclareQueue;
 use crate::test_support::{append, create_topic, start_broker};
@@ -52,15 +51,12 @@ async fn partition_offsets_and_queue_counts_follow_the_logs() {
             .find(|p| p.topic == topic && p.partition == partition)
             .cloned()
     };
+    let t0 = of("t", 0).unwrap();
     assert_eq!(
-        of("t", 0),
-        Some(PartitionOffsets {
-            topic: "t".into(),
-            partition: 0,
-            log_start_offset: 0,
-            high_watermark: 5
-        })
+        (t0.topic.as_str(), t0.partition, t0.log_start_offset, t0.high_watermark),
+        ("t", 0, 0, 5)
     );
+    assert!(t0.size_bytes > 0 && t0.segments == 1, "{t0:?}");
     assert_eq!(of("t", 1).map(|p| p.high_watermark), Some(0));
     assert_eq!(of("q", 0).map(|p| p.high_watermark), Some(3));
     let counts = broker.queue_counts().await;

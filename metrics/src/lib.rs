@@ -2,6 +2,7 @@
 //! hand it plain samples; it names, labels and encodes them.
 
 mod consumer_groups;
+pub mod live;
 mod queues;
 mod topics;
 
@@ -18,11 +19,14 @@ pub enum MetricsError {
     Utf8(#[from] std::string::FromUtf8Error),
 }
 
-/// `registry`'s metrics in the Prometheus text format.
+/// `registry`'s metrics (sampled from broker state for one scrape) and the live counters, in
+/// the Prometheus text format.
 pub fn encode(registry: &prometheus::Registry) -> Result<String, MetricsError> {
     use prometheus::Encoder;
+    let mut families = registry.gather();
+    families.extend(live::registry().gather());
     let mut buf = Vec::new();
-    prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf)?;
+    prometheus::TextEncoder::new().encode(&families, &mut buf)?;
     Ok(String::from_utf8(buf)?)
 }
 

@@ -5,6 +5,7 @@
 //! Publishing does not pass through here: publishers append to the queue's partition (the only
 //! writer of the log), and the queue learns of new records by waiting on that partition.
 
+use spool_metrics::live::{self, DeadLetterReason, DeliveryKind};
 use std::collections::{HashMap, VecDeque};
 
 use actix::prelude::*;
@@ -121,6 +122,15 @@ impl DeathReason {
             DeathReason::Expired => "expired",
             DeathReason::DeliveryLimit => "delivery_limit",
             DeathReason::MaxLength => "maxlen",
+        }
+    }
+
+    fn metric(self) -> DeadLetterReason {
+        match self {
+            DeathReason::Rejected => DeadLetterReason::Rejected,
+            DeathReason::Expired => DeadLetterReason::Expired,
+            DeathReason::DeliveryLimit => DeadLetterReason::DeliveryLimit,
+            DeathReason::MaxLength => DeadLetterReason::MaxLen,
         }
     }
 }
@@ -377,6 +387,9 @@ impl QueueActor {
     fn retire(&mut self, change: Change, reason: Option<DeathReason>) {
         if let Change::Finished(done) = &change {
             let dead_letter = reason.zip(self.settings.dead_letter.clone());
+            if let Some(reason) = reason {
+                live::dead_lettered(reason.metric(), done.len() as u64, dead_letter.is_some());
+            }
             for o in done {
                 let Some(record) = self.records.remove(o) else {
                     continue;
@@ -488,6 +501,12 @@ impl QueueActor {
             }
         }
         if !delivered.is_empty() {
+            let redelivered = delivered.iter().filter(|a| a.redelivered).count() as u64;
+            let auto = settled.len() as u64;
+            let manual = delivered.len() as u64 - auto;
+            // Redeliveries are counted once, with the manual-ack deliveries they belong to.
+            live::delivered(DeliveryKind::ConsumeManualAck, manual, redelivered);
+            live::delivered(DeliveryKind::ConsumeAutoAck, auto, 0);
             self.journal(DeliveryState::delivered_change(&delivered));
         }
         for (id, offset) in settled {
@@ -653,6 +672,9 @@ impl Handler<SettleDeliveries> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, msg: SettleDeliveries, ctx: &mut Context<Self>) {
+        if msg.outcome == Outcome::Ack {
+            live::acknowledged(msg.offsets.len() as u64);
+        }
         self.settle(msg.consumer, &msg.offsets, msg.outcome);
         self.dispatch(ctx);
     }
@@ -701,6 +723,12 @@ impl QueueActor {
                 continue;
             }
             self.journal(DeliveryState::delivered_change(&[a]));
+            let kind = if msg.auto_ack {
+                DeliveryKind::GetAutoAck
+            } else {
+                DeliveryKind::GetManualAck
+            };
+            live::delivered(kind, 1, a.redelivered as u64);
             break Delivery {
                 consumer: msg.consumer,
                 offset: a.offset,

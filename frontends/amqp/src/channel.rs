@@ -2,6 +2,7 @@
 //! messages. A channel keeps its unacknowledged deliveries (by delivery tag), its consumers and
 //! the message being published (method, then header, then body frames).
 
+use spool_metrics::live;
 use std::collections::{BTreeMap, HashMap};
 
 use actix::Addr;
@@ -175,6 +176,7 @@ impl Connection {
                     ));
                 }
                 self.channels.insert(id, Channel::default());
+                live::channels(1);
                 self.method(
                     id,
                     AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
@@ -273,6 +275,7 @@ impl Connection {
     pub fn close_channel(&mut self, id: u16, e: &AmqpError) {
         self.drop_reply_consumer(id, None);
         if let Some(mut ch) = self.channels.remove(&id) {
+            live::channels(-1);
             ch.release_all();
             self.drop_consumers(&mut ch);
         }
@@ -337,6 +340,7 @@ impl Connection {
                 channel::AMQPMethod::Close(_) => {
                     self.drop_reply_consumer(id, None);
                     if let Some(mut ch) = self.channels.remove(&id) {
+                        live::channels(-1);
                         ch.release_all();
                         self.drop_consumers(&mut ch);
                     }
@@ -933,6 +937,7 @@ impl Connection {
         let header = inc.header.expect("complete");
         let p = inc.publish;
         let confirm = self.ch(id).confirm;
+        live::published(confirm);
         let seq = if confirm {
             let ch = self.ch(id);
             ch.published += 1;
@@ -961,6 +966,7 @@ impl Connection {
                 .get(&routing_key)
                 .cloned();
             let body = inc.body.freeze();
+            live::routed(target.is_some(), p.mandatory);
             match target {
                 Some((sink, consumer)) => {
                     let record =
@@ -1016,6 +1022,7 @@ impl Connection {
             }
         };
         let body = inc.body.freeze();
+        live::routed(!targets.is_empty(), p.mandatory);
         if targets.is_empty() {
             if p.mandatory {
                 self.content(
@@ -1125,6 +1132,9 @@ impl Connection {
     }
 
     fn confirm(&mut self, channel: u16, seq: u64, ok: bool) {
+        if ok {
+            live::confirmed(1);
+        }
         let method = if ok {
             basic::AMQPMethod::Ack(basic::Ack {
                 delivery_tag: seq,

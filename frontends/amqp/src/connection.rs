@@ -2,6 +2,9 @@
 //! reads frames, writes deliveries and confirms, and keeps heartbeats. One task owns the
 //! connection and all its channels, so frames of a channel are handled in order.
 
+use spool_metrics::live::{self, Frontend};
+
+use crate::method_name::method_name;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -157,6 +160,7 @@ pub async fn serve(
     match handshake(&mut conn, &mut io, peer).await {
         Ok(Some(heartbeat)) => {
             info!(connection = id, %peer, "AMQP connection open");
+            live::connections(Frontend::Amqp, 1);
             match run(&mut conn, &mut io, heartbeat, deliveries_rx, events_rx).await {
                 End::ClientClosed => {
                     debug!(connection = id, "AMQP connection closed by the client")
@@ -166,6 +170,7 @@ pub async fn serve(
                 }
                 End::Io(e) => debug!(connection = id, error = %e, "AMQP connection lost"),
             }
+            live::connections(Frontend::Amqp, -1);
         }
         Ok(None) => {}
         Err(e) => debug!(connection = id, %peer, error = %e, "AMQP handshake failed"),
@@ -193,6 +198,7 @@ impl Io {
                 .read_buf(&mut self.buf)
                 .await
                 .map_err(|e| AmqpError::connection(reply::CONNECTION_FORCED, e))?;
+            live::bytes_received(Frontend::Amqp, n);
             if n == 0 {
                 return Err(AmqpError::connection(
                     reply::CONNECTION_FORCED,
@@ -205,6 +211,7 @@ impl Io {
     async fn flush(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
         if !out.is_empty() {
             self.stream.write_all(out).await?;
+            live::bytes_sent(Frontend::Amqp, out.len());
             out.clear();
         }
         Ok(())
@@ -466,7 +473,8 @@ async fn run(
             read = io.stream.read_buf(&mut io.buf), if !blocked => match read {
                 Ok(0) => return End::Io("peer closed".into()),
                 Err(e) => return End::Io(e.to_string()),
-                Ok(_) => {
+                Ok(n) => {
+                    live::bytes_received(Frontend::Amqp, n);
                     last_heard = Instant::now();
                     let mut result = Ok(());
                     loop {
@@ -561,7 +569,15 @@ async fn handle_frame(conn: &mut Connection, frame: AMQPFrame) -> Result<bool, A
         }
         frame => {
             let channel = frame.channel_id();
-            if let Err(e) = conn.channel_frame(channel, frame).await {
+            let method = match &frame {
+                AMQPFrame::Method(_, m) => Some((method_name(m), Instant::now())),
+                _ => None,
+            };
+            let result = conn.channel_frame(channel, frame).await;
+            if let Some((name, started)) = method {
+                live::request(Frontend::Amqp, name, started.elapsed(), result.is_err());
+            }
+            if let Err(e) = result {
                 if e.connection {
                     return Err(e);
                 }
@@ -574,6 +590,7 @@ async fn handle_frame(conn: &mut Connection, frame: AMQPFrame) -> Result<bool, A
 
 /// Returns what a closing connection held to its queues.
 fn cleanup(conn: &mut Connection) {
+    live::channels(-(conn.channels.len() as i64));
     // Publishes read before the end are appended, as a broker that had received them would.
     let _ = conn.flush_publishes();
     for ch in conn.channels.values_mut() {

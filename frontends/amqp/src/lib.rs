@@ -8,6 +8,7 @@ pub mod channel;
 pub mod codec;
 pub mod connection;
 pub mod message;
+mod method_name;
 pub mod reply;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

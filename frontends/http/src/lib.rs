@@ -16,6 +16,7 @@ use serde_json::json;
 use spool_actors::Broker;
 
 use errors::error;
+use spool_metrics::live::{self, Frontend};
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "up"}))
@@ -86,6 +87,33 @@ pub fn server(
     let members = web::Data::new(members::Members::default());
     Ok(HttpServer::new(move || {
         App::new()
+            .wrap_fn(|req, srv| {
+                use actix_web::body::{BodySize, MessageBody};
+                use actix_web::dev::Service;
+                let started = std::time::Instant::now();
+                // The route pattern, not the path: one series per route however many topics.
+                let api = format!(
+                    "{} {}",
+                    req.method(),
+                    req.match_pattern().as_deref().unwrap_or("unmatched")
+                );
+                let received = req
+                    .headers()
+                    .get(actix_web::http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let answer = srv.call(req);
+                async move {
+                    let res = answer.await?;
+                    let failed = res.status().is_client_error() || res.status().is_server_error();
+                    live::request(Frontend::Http, &api, started.elapsed(), failed);
+                    live::bytes_received(Frontend::Http, received);
+                    if let BodySize::Sized(n) = res.response().body().size() {
+                        live::bytes_sent(Frontend::Http, n as usize);
+                    }
+                    Ok(res)
+                }
+            })
             .app_data(broker.clone())
             .app_data(round_robin.clone())
             .app_data(members.clone())

@@ -17,6 +17,8 @@ async fn render(broker: &Broker) -> Result<String, spool_metrics::MetricsError> 
             partition: p.partition,
             current_offset: p.high_watermark as i64,
             oldest_offset: p.log_start_offset as i64,
+            size_bytes: p.size_bytes,
+            segments: p.segments,
         })
         .collect();
     spool_metrics::register_topic_metrics(&registry, brokers, &partitions)?;
@@ -60,7 +62,7 @@ pub(crate) async fn scrape(broker: web::Data<Broker>) -> HttpResponse {
         Ok(text) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(text),
-        Err(e) => crate::error(
+        Err(e) => crate::errors::error(
             actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
             format!("metrics could not be rendered: {e}"),
         ),

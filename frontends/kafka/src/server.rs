@@ -7,11 +7,13 @@
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use spool_actors::Broker;
+use spool_metrics::live::{self, Frontend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -93,6 +95,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, mut ctx: Ctx) {
     ctx.peer = Some(peer);
     ctx.turns = Turns::default();
     debug!(%peer, "kafka connection opened");
+    live::connections(Frontend::Kafka, 1);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Pending>(ctx.config.max_inflight_requests);
     let writer = tokio::spawn(async move {
@@ -102,6 +105,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, mut ctx: Ctx) {
                     if write_chunks(&mut wr, &chunks).await.is_err() {
                         break;
                     }
+                    live::bytes_sent(Frontend::Kafka, chunks.iter().map(Bytes::len).sum());
                 }
                 Ok(None) => {}
                 // The handler failed to produce an answer: close rather than reorder.
@@ -117,7 +121,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, mut ctx: Ctx) {
             Ok(None) => match rd.read_buf(&mut buf).await {
                 Ok(0) if buf.is_empty() => break None,
                 Ok(0) => break Some("connection closed mid-frame".to_string()),
-                Ok(_) => continue,
+                Ok(n) => {
+                    live::bytes_received(Frontend::Kafka, n);
+                    continue;
+                }
                 Err(e) => break Some(e.to_string()),
             },
             Err(e) => break Some(e.to_string()),
@@ -132,10 +139,13 @@ async fn connection(stream: TcpStream, peer: SocketAddr, mut ctx: Ctx) {
         }
     };
     if let Some(reason) = reason {
+        // A frame the connection was closed for counts as a failed request.
+        live::request(Frontend::Kafka, "frame", Duration::ZERO, true);
         warn!(%peer, %reason, "closing kafka connection");
     }
     drop(tx);
     let _ = writer.await;
+    live::connections(Frontend::Kafka, -1);
     debug!(%peer, "kafka connection closed");
 }
 
@@ -192,6 +202,7 @@ fn accept_request(frame: BytesMut, ctx: &Ctx) -> Result<Pending, FrameError> {
     let (header, api, body) = codec::decode_request(frame)?;
     let turn = matches!(api, ApiKey::Produce | ApiKey::OffsetCommit).then(|| ctx.turns.take());
     let ctx = ctx.clone();
+    let arrived = Instant::now();
     tokio::spawn(async move {
         let correlation_id = header.correlation_id;
         let out = match handler::handle(&ctx, &header, body, turn).await {
@@ -204,7 +215,19 @@ fn accept_request(frame: BytesMut, ctx: &Ctx) -> Result<Pending, FrameError> {
                 }
             },
         };
+        live::request(Frontend::Kafka, api_name(api), arrived.elapsed(), false);
         let _ = res_tx.send(out);
     });
     Ok(res_rx)
+}
+
+/// The name of an API as Kafka's request metrics spell it (`Produce`, `Fetch`, ...), made once.
+fn api_name(api: ApiKey) -> &'static str {
+    static NAMES: LazyLock<std::collections::HashMap<ApiKey, &'static str>> = LazyLock::new(|| {
+        (0..1000)
+            .filter_map(|k| ApiKey::try_from(k).ok())
+            .map(|a| (a, &*format!("{a:?}").leak()))
+            .collect()
+    });
+    NAMES.get(&api).copied().unwrap_or("Unknown")
 }

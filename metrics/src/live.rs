@@ -1,0 +1,411 @@
+//! Counters and histograms that move as the broker works, kept for the life of the process.
+//! Other crates report events through the functions here (plain types only); the scrape adds
+//! these families to the ones sampled from broker state.
+//!
+//! Every label takes values from a closed set (front ends, API or method names, route
+//! patterns, dead-letter reasons), so the number of series does not grow with traffic.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::MetricsError;
+
+/// Which way in a request or connection came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    Kafka,
+    Amqp,
+    Http,
+}
+
+impl Frontend {
+    fn label(self) -> &'static str {
+        match self {
+            Frontend::Kafka => "kafka",
+            Frontend::Amqp => "amqp",
+            Frontend::Http => "http",
+        }
+    }
+}
+
+/// Why a queue dead-lettered a message, as rabbitmq_prometheus names its families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    Rejected,
+    Expired,
+    MaxLen,
+    DeliveryLimit,
+}
+
+/// How a message reached a consumer, as rabbitmq_prometheus splits deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryKind {
+    ConsumeManualAck,
+    ConsumeAutoAck,
+    GetManualAck,
+    GetAutoAck,
+}
+
+/// Latency buckets of requests, in seconds: 0.1 ms to 30 s (long polls reach the top).
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+/// fsync latency buckets, in seconds: 50 µs to 2.5 s.
+const FSYNC_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5,
+];
+
+/// rabbitmq_prometheus labels its global message families with the protocol.
+const AMQP091: &str = "amqp091";
+
+struct Live {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_errors: IntCounterVec,
+    request_seconds: HistogramVec,
+    bytes_received: IntCounterVec,
+    bytes_sent: IntCounterVec,
+    records_appended: IntCounter,
+    bytes_appended: IntCounter,
+    fsync_seconds: Histogram,
+    connections: IntGaugeVec,
+    channels: IntGauge,
+    actor_restarts: IntCounterVec,
+    rebalances: IntCounterVec,
+    queue_deliveries: IntCounter,
+    queue_redeliveries: IntCounter,
+    queue_dead_letters: IntCounterVec,
+    rabbit_connections: IntGauge,
+    rabbit_channels: IntGauge,
+    rabbit_received: IntCounterVec,
+    rabbit_received_confirm: IntCounterVec,
+    rabbit_routed: IntCounterVec,
+    rabbit_unroutable_dropped: IntCounterVec,
+    rabbit_unroutable_returned: IntCounterVec,
+    rabbit_confirmed: IntCounterVec,
+    rabbit_delivered: IntCounterVec,
+    rabbit_delivered_kind: [IntCounterVec; 4],
+    rabbit_redelivered: IntCounterVec,
+    rabbit_acknowledged: IntCounterVec,
+    rabbit_dead_lettered: [IntCounterVec; 4],
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    m: M,
+) -> Result<M, MetricsError> {
+    registry.register(Box::new(m.clone()))?;
+    Ok(m)
+}
+
+impl Live {
+    fn new() -> Result<Live, MetricsError> {
+        let r = Registry::new();
+        let counter = |name: &str, help: &str| register(&r, IntCounter::new(name, help)?);
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, IntCounterVec::new(Opts::new(name, help), labels)?)
+        };
+        let gauge = |name: &str, help: &str| register(&r, IntGauge::new(name, help)?);
+        let rabbit = |name: &str, help: &str| counters(name, help, &["protocol"]);
+        let dead = |reason: &str| {
+            counters(
+                &format!("rabbitmq_global_messages_dead_lettered_{reason}_total"),
+                &format!("Total number of messages dead-lettered due to {reason}"),
+                &["queue_type", "dead_letter_strategy"],
+            )
+        };
+        Ok(Live {
+            requests: counters(
+                "spool_requests_total",
+                "Requests handled, by front end and API (Kafka API, AMQP method, HTTP route)",
+                &["frontend", "api"],
+            )?,
+            request_errors: counters(
+                "spool_request_errors_total",
+                "Requests answered with an error, by front end and API",
+                &["frontend", "api"],
+            )?,
+            request_seconds: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "spool_request_duration_seconds",
+                        "Time from a request's arrival to its answer, by front end and API",
+                    )
+                    .buckets(REQUEST_BUCKETS.to_vec()),
+                    &["frontend", "api"],
+                )?,
+            )?,
+            bytes_received: counters(
+                "spool_received_bytes_total",
+                "Bytes read from client connections",
+                &["frontend"],
+            )?,
+            bytes_sent: counters(
+                "spool_sent_bytes_total",
+                "Bytes written to client connections",
+                &["frontend"],
+            )?,
+            records_appended: counter(
+                "spool_records_appended_total",
+                "Records appended to partition logs (every front end)",
+            )?,
+            bytes_appended: counter(
+                "spool_appended_bytes_total",
+                "Bytes of record batches appended to partition logs",
+            )?,
+            fsync_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "spool_fsync_duration_seconds",
+                        "Time an fsync of a partition log took",
+                    )
+                    .buckets(FSYNC_BUCKETS.to_vec()),
+                )?,
+            )?,
+            connections: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("spool_connections", "Open client connections, by front end"),
+                    &["frontend"],
+                )?,
+            )?,
+            channels: gauge("spool_amqp_channels", "Open AMQP channels")?,
+            actor_restarts: counters(
+                "spool_actor_restarts_total",
+                "Actors restarted by their supervisor after dying",
+                &["actor"],
+            )?,
+            rebalances: counters(
+                "spool_group_rebalances_total",
+                "Consumer group rebalances started (classic) or group epochs bumped (consumer)",
+                &["protocol"],
+            )?,
+            queue_deliveries: counter(
+                "spool_queue_deliveries_total",
+                "Queue messages handed to consumers (AMQP and HTTP)",
+            )?,
+            queue_redeliveries: counter(
+                "spool_queue_redeliveries_total",
+                "Queue messages handed out again after a requeue, lapsed lease or lost consumer",
+            )?,
+            queue_dead_letters: counters(
+                "spool_queue_dead_letters_total",
+                "Queue messages dead-lettered or dropped (no dead-letter exchange), by reason",
+                &["reason"],
+            )?,
+            rabbit_connections: gauge("rabbitmq_connections", "Connections currently open")?,
+            rabbit_channels: gauge("rabbitmq_channels", "Channels currently open")?,
+            rabbit_received: rabbit(
+                "rabbitmq_global_messages_received_total",
+                "Total number of messages received from publishers",
+            )?,
+            rabbit_received_confirm: rabbit(
+                "rabbitmq_global_messages_received_confirm_total",
+                "Total number of messages received from publishers expecting confirmations",
+            )?,
+            rabbit_routed: rabbit(
+                "rabbitmq_global_messages_routed_total",
+                "Total number of messages routed to queues or streams",
+            )?,
+            rabbit_unroutable_dropped: rabbit(
+                "rabbitmq_global_messages_unroutable_dropped_total",
+                "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+            )?,
+            rabbit_unroutable_returned: rabbit(
+                "rabbitmq_global_messages_unroutable_returned_total",
+                "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+            )?,
+            rabbit_confirmed: rabbit(
+                "rabbitmq_global_messages_confirmed_total",
+                "Total number of messages confirmed to publishers",
+            )?,
+            rabbit_delivered: rabbit(
+                "rabbitmq_global_messages_delivered_total",
+                "Total number of messages delivered to consumers",
+            )?,
+            rabbit_delivered_kind: [
+                rabbit(
+                    "rabbitmq_global_messages_delivered_consume_manual_ack_total",
+                    "Total number of messages delivered to consumers using manual acknowledgement mode",
+                )?,
+                rabbit(
+                    "rabbitmq_global_messages_delivered_consume_auto_ack_total",
+                    "Total number of messages delivered to consumers using automatic acknowledgement mode",
+                )?,
+                rabbit(
+                    "rabbitmq_global_messages_delivered_get_manual_ack_total",
+                    "Total number of messages fetched with basic.get in manual acknowledgement mode",
+                )?,
+                rabbit(
+                    "rabbitmq_global_messages_delivered_get_auto_ack_total",
+                    "Total number of messages fetched with basic.get in automatic acknowledgement mode",
+                )?,
+            ],
+            rabbit_redelivered: rabbit(
+                "rabbitmq_global_messages_redelivered_total",
+                "Total number of messages redelivered to consumers",
+            )?,
+            rabbit_acknowledged: rabbit(
+                "rabbitmq_global_messages_acknowledged_total",
+                "Total number of messages acknowledged by consumers",
+            )?,
+            rabbit_dead_lettered: [
+                dead("rejected")?,
+                dead("expired")?,
+                dead("maxlen")?,
+                dead("delivery_limit")?,
+            ],
+            registry: r,
+        })
+    }
+}
+
+static LIVE: LazyLock<Live> =
+    LazyLock::new(|| Live::new().expect("live metric names and labels are valid"));
+
+/// The live families, for the scrape to encode beside the sampled ones.
+pub(crate) fn registry() -> &'static Registry {
+    &LIVE.registry
+}
+
+/// A request answered after `elapsed`; `failed` when the answer was an error.
+pub fn request(frontend: Frontend, api: &str, elapsed: Duration, failed: bool) {
+    let labels = [frontend.label(), api];
+    LIVE.requests.with_label_values(&labels).inc();
+    LIVE.request_seconds
+        .with_label_values(&labels)
+        .observe(elapsed.as_secs_f64());
+    if failed {
+        LIVE.request_errors.with_label_values(&labels).inc();
+    }
+}
+
+/// Bytes read from a client.
+pub fn bytes_received(frontend: Frontend, n: usize) {
+    LIVE.bytes_received
+        .with_label_values(&[frontend.label()])
+        .inc_by(n as u64);
+}
+
+/// Bytes written to a client.
+pub fn bytes_sent(frontend: Frontend, n: usize) {
+    LIVE.bytes_sent
+        .with_label_values(&[frontend.label()])
+        .inc_by(n as u64);
+}
+
+/// A batch of `records` records, `bytes` long, appended to a partition log.
+pub fn appended(records: u64, bytes: usize) {
+    LIVE.records_appended.inc_by(records);
+    LIVE.bytes_appended.inc_by(bytes as u64);
+}
+
+/// One fsync of a partition log.
+pub fn fsync(elapsed: Duration) {
+    LIVE.fsync_seconds.observe(elapsed.as_secs_f64());
+}
+
+/// A client connection opened (`+1`) or closed (`-1`).
+pub fn connections(frontend: Frontend, delta: i64) {
+    LIVE.connections
+        .with_label_values(&[frontend.label()])
+        .add(delta);
+    if frontend == Frontend::Amqp {
+        LIVE.rabbit_connections.add(delta);
+    }
+}
+
+/// AMQP channels opened (`+n`) or closed (`-n`).
+pub fn channels(delta: i64) {
+    LIVE.channels.add(delta);
+    LIVE.rabbit_channels.add(delta);
+}
+
+/// A supervisor restarted an actor of this kind (`partition`, `group`, `queue`).
+pub fn actor_restarted(actor: &str) {
+    LIVE.actor_restarts.with_label_values(&[actor]).inc();
+}
+
+/// A group started a rebalance; `protocol` is `classic` or `consumer`.
+pub fn rebalance(protocol: &str) {
+    LIVE.rebalances.with_label_values(&[protocol]).inc();
+}
+
+/// An AMQP publish arrived; `confirm` when the channel is in confirm mode.
+pub fn published(confirm: bool) {
+    LIVE.rabbit_received.with_label_values(&[AMQP091]).inc();
+    if confirm {
+        LIVE.rabbit_received_confirm
+            .with_label_values(&[AMQP091])
+            .inc();
+    }
+}
+
+/// Where a publish went: routed to at least one queue, or unroutable (returned when
+/// `mandatory`, dropped otherwise).
+pub fn routed(routed: bool, mandatory: bool) {
+    let family = match (routed, mandatory) {
+        (true, _) => &LIVE.rabbit_routed,
+        (false, true) => &LIVE.rabbit_unroutable_returned,
+        (false, false) => &LIVE.rabbit_unroutable_dropped,
+    };
+    family.with_label_values(&[AMQP091]).inc();
+}
+
+/// Publishes confirmed to publishers.
+pub fn confirmed(n: u64) {
+    LIVE.rabbit_confirmed
+        .with_label_values(&[AMQP091])
+        .inc_by(n);
+}
+
+/// Queue messages handed to a consumer; `redelivered` counts those handed out before.
+pub fn delivered(kind: DeliveryKind, n: u64, redelivered: u64) {
+    LIVE.queue_deliveries.inc_by(n);
+    LIVE.queue_redeliveries.inc_by(redelivered);
+    LIVE.rabbit_delivered
+        .with_label_values(&[AMQP091])
+        .inc_by(n);
+    LIVE.rabbit_redelivered
+        .with_label_values(&[AMQP091])
+        .inc_by(redelivered);
+    LIVE.rabbit_delivered_kind[kind as usize]
+        .with_label_values(&[AMQP091])
+        .inc_by(n);
+}
+
+/// Queue messages acknowledged by consumers.
+pub fn acknowledged(n: u64) {
+    LIVE.rabbit_acknowledged
+        .with_label_values(&[AMQP091])
+        .inc_by(n);
+}
+
+/// Queue messages that left for a reason: republished to a dead-letter exchange when
+/// `to_exchange`, dropped otherwise (RabbitMQ counts only the first as dead-lettered).
+pub fn dead_lettered(reason: DeadLetterReason, n: u64, to_exchange: bool) {
+    let (label, i) = match reason {
+        DeadLetterReason::Rejected => ("rejected", 0),
+        DeadLetterReason::Expired => ("expired", 1),
+        DeadLetterReason::MaxLen => ("maxlen", 2),
+        DeadLetterReason::DeliveryLimit => ("delivery_limit", 3),
+    };
+    LIVE.queue_dead_letters
+        .with_label_values(&[label])
+        .inc_by(n);
+    if !to_exchange {
+        return;
+    }
+    LIVE.rabbit_dead_lettered[i]
+        .with_label_values(&["rabbit_classic_queue", "at_most_once"])
+        .inc_by(n);
+}
