@@ -53,7 +53,12 @@ async fn partition_offsets_and_queue_counts_follow_the_logs() {
     };
     let t0 = of("t", 0).unwrap();
     assert_eq!(
-        (t0.topic.as_str(), t0.partition, t0.log_start_offset, t0.high_watermark),
+        (
+            t0.topic.as_str(),
+            t0.partition,
+            t0.log_start_offset,
+            t0.high_watermark
+        ),
         ("t", 0, 0, 5)
     );
     assert!(t0.size_bytes > 0 && t0.segments == 1, "{t0:?}");

@@ -22,6 +22,13 @@ use spool_actors::{Broker, BrokerError};
 use crate::errors::{bad_request, broker_error, unavailable};
 
 /// `GET /groups`.
+#[utoipa::path(
+    get,
+    path = "/groups",
+    tag = "groups",
+    summary = "List consumer groups with their lag",
+    responses((status = 200, description = "OK"))
+)]
 pub async fn list(broker: web::Data<Broker>) -> HttpResponse {
     let groups: Vec<Value> = broker
         .group_lag()
@@ -62,6 +69,14 @@ pub(crate) async fn find(
 }
 
 /// `GET /groups/{group}`.
+#[utoipa::path(
+    get,
+    path = "/groups/{group}",
+    tag = "groups",
+    summary = "Describe a group: members, committed offsets, lag",
+    params(("group" = String, Path, description = "Consumer group id")),
+    responses((status = 200, description = "OK"), (status = 404, description = "Unknown group"))
+)]
 pub async fn describe(broker: web::Data<Broker>, group: web::Path<String>) -> HttpResponse {
     let addr = match find(&broker, &group, false).await {
         Ok(a) => a,
@@ -153,7 +168,7 @@ pub async fn describe(broker: web::Data<Broker>, group: web::Path<String>) -> Ht
 }
 
 /// Where a reset moves offsets to.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(tag = "to", rename_all = "snake_case")]
 pub enum ResetTo {
     Earliest,
@@ -168,7 +183,7 @@ pub enum ResetTo {
     },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ResetBody {
     topic: String,
     /// Every partition of the topic when absent.
@@ -178,6 +193,15 @@ pub struct ResetBody {
 }
 
 /// `POST /groups/{group}/offsets/reset`: answers the new offsets.
+#[utoipa::path(
+    post,
+    path = "/groups/{group}/offsets/reset",
+    tag = "groups",
+    summary = "Reset an empty group's offsets",
+    params(("group" = String, Path, description = "Consumer group id")),
+    request_body = ResetBody,
+    responses((status = 200, description = "The new offsets"), (status = 400, description = "Bad target"), (status = 404, description = "Unknown topic or partition"), (status = 409, description = "The group has members"))
+)]
 pub async fn reset_offsets(
     broker: web::Data<Broker>,
     group: web::Path<String>,
@@ -267,6 +291,14 @@ pub async fn reset_offsets(
 }
 
 /// `DELETE /groups/{group}`.
+#[utoipa::path(
+    delete,
+    path = "/groups/{group}",
+    tag = "groups",
+    summary = "Delete an empty group",
+    params(("group" = String, Path, description = "Consumer group id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Unknown group"), (status = 409, description = "The group has members"))
+)]
 pub async fn delete(broker: web::Data<Broker>, group: web::Path<String>) -> HttpResponse {
     let addr = match find(&broker, &group, false).await {
         Ok(a) => a,

@@ -6,6 +6,7 @@ mod errors;
 mod groups;
 mod members;
 mod metrics;
+mod openapi;
 mod payload;
 mod queues;
 mod records;
@@ -18,10 +19,24 @@ use spool_actors::Broker;
 use errors::error;
 use spool_metrics::live::{self, Frontend};
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "The process is up",
+    responses((status = 200, description = "OK"))
+)]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "up"}))
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "The store is recovered and the listeners are bound",
+    responses((status = 200, description = "OK"))
+)]
 async fn readyz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ready"}))
 }
@@ -75,6 +90,44 @@ fn bad_input<E: actix_web::ResponseError + 'static>(err: E, _: &HttpRequest) -> 
     .into()
 }
 
+/// Declares the route table once: the actix registration and [`ROUTES`] (which the OpenAPI
+/// document is checked against) come from the same lines.
+macro_rules! routes {
+    ($($path:literal => { $($method:ident: $handler:path),+ }),+ $(,)?) => {
+        /// Every route served, as (method, path pattern).
+        pub const ROUTES: &[(&str, &str)] = &[$($((stringify!($method), $path)),+),+];
+
+        fn register(cfg: &mut web::ServiceConfig) {
+            $(cfg.service(resource($path)$(.route(web::$method().to($handler)))+);)+
+        }
+    };
+}
+
+routes! {
+    "/healthz" => { get: healthz },
+    "/readyz" => { get: readyz },
+    "/metrics" => { get: metrics::scrape },
+    "/openapi.json" => { get: openapi::document },
+    "/topics" => { get: topics::list, post: topics::create },
+    "/topics/{topic}" => { get: topics::describe, delete: topics::delete },
+    "/topics/{topic}/configs" => { patch: topics::alter_configs },
+    "/topics/{topic}/partitions" => { post: topics::add_partitions },
+    "/topics/{topic}/records" => { post: records::produce },
+    "/topics/{topic}/partitions/{partition}/records" => { get: records::read },
+    "/groups" => { get: groups::list },
+    "/groups/{group}" => { get: groups::describe, delete: groups::delete },
+    "/groups/{group}/offsets/reset" => { post: groups::reset_offsets },
+    "/groups/{group}/members" => { post: members::join },
+    "/groups/{group}/members/{member}" => { get: members::describe, delete: members::leave },
+    "/groups/{group}/members/{member}/records" => { get: members::poll },
+    "/groups/{group}/members/{member}/offsets" => { post: members::commit },
+    "/queues/{queue}" => { get: queues::stats },
+    "/queues/{queue}/messages" => { post: queues::send },
+    "/queues/{queue}/receive" => { post: queues::receive },
+    "/queues/{queue}/ack" => { post: queues::ack },
+    "/queues/{queue}/nack" => { post: queues::nack },
+}
+
 /// The HTTP server on an already bound listener; it runs when awaited (or spawned) inside an
 /// actix runtime.
 pub fn server(
@@ -120,60 +173,7 @@ pub fn server(
             .app_data(json_config())
             .app_data(web::PathConfig::default().error_handler(bad_input))
             .app_data(web::QueryConfig::default().error_handler(bad_input))
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics::scrape))
-            .service(
-                resource("/topics")
-                    .route(web::get().to(topics::list))
-                    .route(web::post().to(topics::create)),
-            )
-            .service(
-                resource("/topics/{topic}")
-                    .route(web::get().to(topics::describe))
-                    .route(web::delete().to(topics::delete)),
-            )
-            .service(
-                resource("/topics/{topic}/configs").route(web::patch().to(topics::alter_configs)),
-            )
-            .service(
-                resource("/topics/{topic}/partitions")
-                    .route(web::post().to(topics::add_partitions)),
-            )
-            .service(resource("/topics/{topic}/records").route(web::post().to(records::produce)))
-            .service(
-                resource("/topics/{topic}/partitions/{partition}/records")
-                    .route(web::get().to(records::read)),
-            )
-            .service(resource("/groups").route(web::get().to(groups::list)))
-            .service(
-                resource("/groups/{group}")
-                    .route(web::get().to(groups::describe))
-                    .route(web::delete().to(groups::delete)),
-            )
-            .service(
-                resource("/groups/{group}/offsets/reset")
-                    .route(web::post().to(groups::reset_offsets)),
-            )
-            .service(resource("/groups/{group}/members").route(web::post().to(members::join)))
-            .service(
-                resource("/groups/{group}/members/{member}")
-                    .route(web::get().to(members::describe))
-                    .route(web::delete().to(members::leave)),
-            )
-            .service(
-                resource("/groups/{group}/members/{member}/records")
-                    .route(web::get().to(members::poll)),
-            )
-            .service(
-                resource("/groups/{group}/members/{member}/offsets")
-                    .route(web::post().to(members::commit)),
-            )
-            .service(resource("/queues/{queue}").route(web::get().to(queues::stats)))
-            .service(resource("/queues/{queue}/messages").route(web::post().to(queues::send)))
-            .service(resource("/queues/{queue}/receive").route(web::post().to(queues::receive)))
-            .service(resource("/queues/{queue}/ack").route(web::post().to(queues::ack)))
-            .service(resource("/queues/{queue}/nack").route(web::post().to(queues::nack)))
+            .configure(register)
             .default_service(web::to(not_found))
     })
     .workers(workers.max(1))

@@ -48,7 +48,7 @@ const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
 type Partition = (String, i32);
 
 /// Where a member starts in a partition its group has no committed offset for.
-#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OffsetReset {
     Earliest,
@@ -98,7 +98,7 @@ fn unknown_member(member: &str) -> HttpResponse {
     broker_error(BrokerError::UnknownMemberId(member.to_string()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinBody {
     topics: Vec<String>,
@@ -108,6 +108,15 @@ pub struct JoinBody {
 }
 
 /// `POST /groups/{group}/members`.
+#[utoipa::path(
+    post,
+    path = "/groups/{group}/members",
+    tag = "members",
+    summary = "Join a group as a consumer-protocol member",
+    params(("group" = String, Path, description = "Consumer group id")),
+    request_body = JoinBody,
+    responses((status = 201, description = "The member id and assignment"), (status = 400, description = "Bad input"))
+)]
 pub async fn join(
     broker: web::Data<Broker>,
     members: web::Data<Members>,
@@ -276,13 +285,22 @@ async fn reset_position(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PollQuery {
     timeout_ms: Option<u64>,
     max_bytes: Option<usize>,
 }
 
 /// `GET /groups/{group}/members/{member}/records`.
+#[utoipa::path(
+    get,
+    path = "/groups/{group}/members/{member}/records",
+    tag = "members",
+    summary = "Heartbeat and read the assigned partitions (long-poll)",
+    params(("group" = String, Path, description = "Consumer group id"), ("member" = String, Path, description = "Member id from the join answer"), PollQuery),
+    responses((status = 200, description = "Assignment and records"), (status = 404, description = "Unknown member"), (status = 409, description = "Fenced"))
+)]
 pub async fn poll(
     broker: web::Data<Broker>,
     members: web::Data<Members>,
@@ -396,13 +414,13 @@ async fn await_any(broker: &Broker, m: &Member, wait: Duration) {
     let _ = tokio_timeout(wait, select_all(waits)).await;
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitBody {
     offsets: Vec<CommitEntry>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitEntry {
     topic: String,
@@ -411,6 +429,15 @@ pub struct CommitEntry {
 }
 
 /// `POST /groups/{group}/members/{member}/offsets`: the body is optional.
+#[utoipa::path(
+    post,
+    path = "/groups/{group}/members/{member}/offsets",
+    tag = "members",
+    summary = "Commit positions, or the given offsets",
+    params(("group" = String, Path, description = "Consumer group id"), ("member" = String, Path, description = "Member id from the join answer")),
+    request_body = Option<CommitBody>,
+    responses((status = 200, description = "The committed offsets"), (status = 400, description = "Bad body"), (status = 404, description = "Unknown member"))
+)]
 pub async fn commit(
     broker: web::Data<Broker>,
     members: web::Data<Members>,
@@ -476,6 +503,14 @@ pub async fn commit(
 }
 
 /// `GET /groups/{group}/members/{member}`.
+#[utoipa::path(
+    get,
+    path = "/groups/{group}/members/{member}",
+    tag = "members",
+    summary = "A member's assignment and positions",
+    params(("group" = String, Path, description = "Consumer group id"), ("member" = String, Path, description = "Member id from the join answer")),
+    responses((status = 200, description = "OK"), (status = 404, description = "Unknown member"))
+)]
 pub async fn describe(
     members: web::Data<Members>,
     path: web::Path<(String, String)>,
@@ -489,6 +524,14 @@ pub async fn describe(
 
 /// `DELETE /groups/{group}/members/{member}`: leaves the group (its partitions go to the
 /// others at once).
+#[utoipa::path(
+    delete,
+    path = "/groups/{group}/members/{member}",
+    tag = "members",
+    summary = "Leave the group",
+    params(("group" = String, Path, description = "Consumer group id"), ("member" = String, Path, description = "Member id from the join answer")),
+    responses((status = 204, description = "Left"), (status = 404, description = "Unknown member"))
+)]
 pub async fn leave(
     broker: web::Data<Broker>,
     members: web::Data<Members>,

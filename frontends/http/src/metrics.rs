@@ -57,6 +57,13 @@ async fn render(broker: &Broker) -> Result<String, spool_metrics::MetricsError> 
     spool_metrics::encode(&registry)
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics (text format)",
+    responses((status = 200, description = "OK"))
+)]
 pub(crate) async fn scrape(broker: web::Data<Broker>) -> HttpResponse {
     match render(&broker).await {
         Ok(text) => HttpResponse::Ok()

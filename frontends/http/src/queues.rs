@@ -50,13 +50,14 @@ async fn find(broker: &Broker, queue: &str) -> Result<actix::Addr<QueueActor>, H
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct SendBody {
     messages: Vec<SendMessage>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct SendMessage {
+    #[schema(value_type = Option<Object>)]
     body: Option<Value>,
     body_base64: Option<String>,
     #[serde(default)]
@@ -64,6 +65,15 @@ pub struct SendMessage {
 }
 
 /// `POST /queues/{queue}/messages`.
+#[utoipa::path(
+    post,
+    path = "/queues/{queue}/messages",
+    tag = "queues",
+    summary = "Send messages to a queue",
+    params(("queue" = String, Path, description = "Queue name")),
+    request_body = SendBody,
+    responses((status = 200, description = "Sent"), (status = 400, description = "Bad message"), (status = 404, description = "Unknown queue"))
+)]
 pub async fn send(
     broker: web::Data<Broker>,
     queue: web::Path<String>,
@@ -137,7 +147,8 @@ pub async fn send(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReceiveQuery {
     max: Option<usize>,
     visibility_ms: Option<u64>,
@@ -145,6 +156,14 @@ pub struct ReceiveQuery {
 }
 
 /// `POST /queues/{queue}/receive`.
+#[utoipa::path(
+    post,
+    path = "/queues/{queue}/receive",
+    tag = "queues",
+    summary = "Lease messages for a visibility timeout (long-poll)",
+    params(("queue" = String, Path, description = "Queue name"), ReceiveQuery),
+    responses((status = 200, description = "Messages with receipts"), (status = 404, description = "Unknown queue"))
+)]
 pub async fn receive(
     broker: web::Data<Broker>,
     queue: web::Path<String>,
@@ -220,7 +239,7 @@ pub async fn receive(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct SettleBody {
     receipts: Vec<String>,
     #[serde(default)]
@@ -264,6 +283,15 @@ async fn settle(broker: &Broker, queue: &str, body: SettleBody, outcome: Outcome
 }
 
 /// `POST /queues/{queue}/ack`.
+#[utoipa::path(
+    post,
+    path = "/queues/{queue}/ack",
+    tag = "queues",
+    summary = "Acknowledge receipts",
+    params(("queue" = String, Path, description = "Queue name")),
+    request_body = SettleBody,
+    responses((status = 200, description = "Settled"), (status = 400, description = "Bad receipt"), (status = 404, description = "Unknown queue"))
+)]
 pub async fn ack(
     broker: web::Data<Broker>,
     queue: web::Path<String>,
@@ -274,6 +302,15 @@ pub async fn ack(
 
 /// `POST /queues/{queue}/nack`: back to the queue with `requeue`, else rejected (dead-lettered
 /// when the queue has a dead-letter exchange).
+#[utoipa::path(
+    post,
+    path = "/queues/{queue}/nack",
+    tag = "queues",
+    summary = "Requeue or dead-letter receipts",
+    params(("queue" = String, Path, description = "Queue name")),
+    request_body = SettleBody,
+    responses((status = 200, description = "Settled"), (status = 400, description = "Bad receipt"), (status = 404, description = "Unknown queue"))
+)]
 pub async fn nack(
     broker: web::Data<Broker>,
     queue: web::Path<String>,
@@ -288,6 +325,14 @@ pub async fn nack(
 }
 
 /// `GET /queues/{queue}`.
+#[utoipa::path(
+    get,
+    path = "/queues/{queue}",
+    tag = "queues",
+    summary = "Queue counts: ready, unacked, consumers",
+    params(("queue" = String, Path, description = "Queue name")),
+    responses((status = 200, description = "Counts"), (status = 404, description = "Unknown queue"))
+)]
 pub async fn stats(broker: web::Data<Broker>, queue: web::Path<String>) -> HttpResponse {
     let addr = match find(&broker, &queue).await {
         Ok(a) => a,

@@ -27,14 +27,15 @@ use crate::payload;
 #[derive(Default)]
 pub struct RoundRobin(AtomicUsize);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ProduceBody {
     records: Vec<ProduceRecord>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ProduceRecord {
     key: Option<String>,
+    #[schema(value_type = Option<Object>)]
     value: Option<Value>,
     value_base64: Option<String>,
     #[serde(default)]
@@ -43,6 +44,15 @@ pub struct ProduceRecord {
 }
 
 /// `POST /topics/{topic}/records`.
+#[utoipa::path(
+    post,
+    path = "/topics/{topic}/records",
+    tag = "records",
+    summary = "Produce records; answers partition and offset per record",
+    params(("topic" = String, Path, description = "Topic name")),
+    request_body = ProduceBody,
+    responses((status = 200, description = "Offsets"), (status = 400, description = "Bad record"), (status = 404, description = "Unknown topic or partition"), (status = 413, description = "Too large"))
+)]
 pub async fn produce(
     broker: web::Data<Broker>,
     rr: web::Data<RoundRobin>,
@@ -122,7 +132,8 @@ pub async fn produce(
     HttpResponse::Ok().json(json!({"offsets": offsets}))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     offset: Option<u64>,
     max_bytes: Option<usize>,
@@ -133,6 +144,14 @@ pub struct ReadQuery {
 const MAX_WAIT_MS: u64 = 30_000;
 
 /// `GET /topics/{topic}/partitions/{partition}/records`.
+#[utoipa::path(
+    get,
+    path = "/topics/{topic}/partitions/{partition}/records",
+    tag = "records",
+    summary = "Read a partition from an offset (long-poll)",
+    params(("topic" = String, Path, description = "Topic name"), ("partition" = i32, Path, description = "Partition index"), ReadQuery),
+    responses((status = 200, description = "Records"), (status = 404, description = "Unknown partition"), (status = 416, description = "Offset out of range"))
+)]
 pub async fn read(
     broker: web::Data<Broker>,
     path: web::Path<(String, i32)>,

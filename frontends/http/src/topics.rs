@@ -24,6 +24,13 @@ use spool_actors::{Broker, BrokerError};
 use crate::errors::{bad_request, broker_error, unavailable};
 
 /// `GET /topics`.
+#[utoipa::path(
+    get,
+    path = "/topics",
+    tag = "topics",
+    summary = "List topics",
+    responses((status = 200, description = "OK"))
+)]
 pub async fn list(broker: web::Data<Broker>) -> HttpResponse {
     let snapshot = broker.catalog.snapshot();
     let topics: Vec<Value> = snapshot
@@ -34,7 +41,7 @@ pub async fn list(broker: web::Data<Broker>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "topics": topics }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     name: String,
@@ -45,6 +52,14 @@ pub struct CreateBody {
 }
 
 /// `POST /topics`.
+#[utoipa::path(
+    post,
+    path = "/topics",
+    tag = "topics",
+    summary = "Create a topic",
+    request_body = CreateBody,
+    responses((status = 201, description = "Created: the topic's description"), (status = 400, description = "Invalid name, partitions or config"), (status = 409, description = "The topic exists"))
+)]
 pub async fn create(broker: web::Data<Broker>, body: web::Json<CreateBody>) -> HttpResponse {
     let body = body.into_inner();
     let sent = broker
@@ -65,6 +80,14 @@ pub async fn create(broker: web::Data<Broker>, body: web::Json<CreateBody>) -> H
 }
 
 /// `GET /topics/{topic}`.
+#[utoipa::path(
+    get,
+    path = "/topics/{topic}",
+    tag = "topics",
+    summary = "Describe a topic: partitions with offsets, and configs",
+    params(("topic" = String, Path, description = "Topic name")),
+    responses((status = 200, description = "OK"), (status = 404, description = "Unknown topic"))
+)]
 pub async fn describe(broker: web::Data<Broker>, topic: web::Path<String>) -> HttpResponse {
     match broker.catalog.snapshot().topic(&topic) {
         Some(info) => HttpResponse::Ok().json(describe_topic(info).await),
@@ -136,7 +159,7 @@ fn uuid_text(id: &[u8; 16]) -> String {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlterConfigsBody {
     #[serde(default)]
@@ -146,6 +169,15 @@ pub struct AlterConfigsBody {
 }
 
 /// `PATCH /topics/{topic}/configs`: the topic's description after the change.
+#[utoipa::path(
+    patch,
+    path = "/topics/{topic}/configs",
+    tag = "topics",
+    summary = "Set and delete config overrides",
+    params(("topic" = String, Path, description = "Topic name")),
+    request_body = AlterConfigsBody,
+    responses((status = 200, description = "The topic after the change"), (status = 400, description = "Unknown key or invalid value"), (status = 404, description = "Unknown topic"))
+)]
 pub async fn alter_configs(
     broker: web::Data<Broker>,
     topic: web::Path<String>,
@@ -181,7 +213,7 @@ pub async fn alter_configs(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionsBody {
     /// The new total.
@@ -189,6 +221,15 @@ pub struct PartitionsBody {
 }
 
 /// `POST /topics/{topic}/partitions`.
+#[utoipa::path(
+    post,
+    path = "/topics/{topic}/partitions",
+    tag = "topics",
+    summary = "Grow a topic to a partition count",
+    params(("topic" = String, Path, description = "Topic name")),
+    request_body = PartitionsBody,
+    responses((status = 200, description = "The topic after the change"), (status = 400, description = "Not more than the current count"), (status = 404, description = "Unknown topic"))
+)]
 pub async fn add_partitions(
     broker: web::Data<Broker>,
     topic: web::Path<String>,
@@ -213,6 +254,14 @@ pub async fn add_partitions(
 }
 
 /// `DELETE /topics/{topic}`.
+#[utoipa::path(
+    delete,
+    path = "/topics/{topic}",
+    tag = "topics",
+    summary = "Delete a topic and its data",
+    params(("topic" = String, Path, description = "Topic name")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Unknown topic"))
+)]
 pub async fn delete(broker: web::Data<Broker>, topic: web::Path<String>) -> HttpResponse {
     match broker
         .registry
