@@ -269,8 +269,52 @@ impl Live {
     }
 }
 
-static LIVE: LazyLock<Live> =
-    LazyLock::new(|| Live::new().expect("live metric names and labels are valid"));
+impl Live {
+    /// Series of closed label sets start at zero, so dashboards and alerts see them before the
+    /// first event (as Prometheus recommends).
+    fn with_known_series(self) -> Live {
+        for f in [Frontend::Kafka, Frontend::Amqp, Frontend::Http] {
+            self.connections.with_label_values(&[f.label()]);
+            self.bytes_received.with_label_values(&[f.label()]);
+            self.bytes_sent.with_label_values(&[f.label()]);
+        }
+        for actor in ["partition", "group"] {
+            self.actor_restarts.with_label_values(&[actor]);
+        }
+        for protocol in ["classic", "consumer"] {
+            self.rebalances.with_label_values(&[protocol]);
+        }
+        for reason in ["rejected", "expired", "maxlen", "delivery_limit"] {
+            self.queue_dead_letters.with_label_values(&[reason]);
+        }
+        for family in [
+            &self.rabbit_received,
+            &self.rabbit_received_confirm,
+            &self.rabbit_routed,
+            &self.rabbit_unroutable_dropped,
+            &self.rabbit_unroutable_returned,
+            &self.rabbit_confirmed,
+            &self.rabbit_delivered,
+            &self.rabbit_redelivered,
+            &self.rabbit_acknowledged,
+        ]
+        .into_iter()
+        .chain(&self.rabbit_delivered_kind)
+        {
+            family.with_label_values(&[AMQP091]);
+        }
+        for family in &self.rabbit_dead_lettered {
+            family.with_label_values(&["rabbit_classic_queue", "at_most_once"]);
+        }
+        self
+    }
+}
+
+static LIVE: LazyLock<Live> = LazyLock::new(|| {
+    Live::new()
+        .expect("live metric names and labels are valid")
+        .with_known_series()
+});
 
 /// The live families, for the scrape to encode beside the sampled ones.
 pub(crate) fn registry() -> &'static Registry {
