@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::{bench_amqp, bench_rebalance, bench_wire};
+use crate::{bench_amqp, bench_http, bench_rebalance, bench_wire};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -85,6 +85,22 @@ pub struct BenchArgs {
     /// AMQP: x-queue-type to declare (classic, quorum); none by default.
     #[arg(long, default_value = "")]
     queue_type: String,
+    /// Instead of Kafka, produce over Spool's HTTP front end at this base URL, e.g.
+    /// http://127.0.0.1:8080 (`--messages` records in batches of `--batch`, from
+    /// `--publishers` clients).
+    #[arg(long)]
+    http: Option<String>,
+    /// HTTP: records per produce request.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// HTTP: create this many partitions (topics of 10) and `--scrape-groups` groups, then time
+    /// `/metrics` scrapes, alone and during produce.
+    #[arg(long, default_value_t = 0)]
+    scrape_partitions: usize,
+    #[arg(long, default_value_t = 100)]
+    scrape_groups: usize,
+    #[arg(long, default_value_t = 50)]
+    scrapes: usize,
 }
 
 struct Counting {
@@ -153,6 +169,27 @@ fn report(phase: &str, m: &bench_wire::Moved) {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(url) = &args.http {
+        return bench_http::run(bench_http::HttpWorkload {
+            url: url.trim_end_matches('/').to_string(),
+            topic: format!(
+                "{}-{}",
+                args.topic,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs()
+            ),
+            partitions: args.partitions,
+            record_size: args.record_size,
+            batch: args.batch.max(1),
+            messages: args.messages,
+            publishers: args.publishers.max(1),
+            fsync_each: args.fsync_each,
+            scrape_partitions: args.scrape_partitions,
+            scrape_groups: args.scrape_groups,
+            scrapes: args.scrapes,
+        });
+    }
     if let Some(uri) = &args.amqp {
         return bench_amqp::run(bench_amqp::AmqpWorkload {
             uri: uri.clone(),

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_amqp;
+mod bench_http;
 mod bench_rebalance;
 mod bench_wire;
 mod config;
