@@ -101,6 +101,9 @@ pub struct BenchArgs {
     scrape_groups: usize,
     #[arg(long, default_value_t = 50)]
     scrapes: usize,
+    /// HTTP: pause between the scrapes taken during produce; 0 scrapes back to back.
+    #[arg(long, default_value_t = 0)]
+    scrape_interval_ms: u64,
 }
 
 struct Counting {
@@ -188,6 +191,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             scrape_partitions: args.scrape_partitions,
             scrape_groups: args.scrape_groups,
             scrapes: args.scrapes,
+            scrape_interval_ms: args.scrape_interval_ms,
         });
     }
     if let Some(uri) = &args.amqp {

@@ -25,6 +25,9 @@ pub struct HttpWorkload {
     pub scrape_partitions: usize,
     pub scrape_groups: usize,
     pub scrapes: usize,
+    /// Pause between scrapes during produce (Prometheus scrapes every 5 to 60 s); 0: back to
+    /// back.
+    pub scrape_interval_ms: u64,
 }
 
 fn client() -> awc::Client {
@@ -63,9 +66,7 @@ pub fn run(w: HttpWorkload) -> anyhow::Result<()> {
         if w.scrape_partitions > 0 {
             scrape_run(&w).await
         } else {
-            let rate = produce_run(&w, &w.topic, false).await?;
-            println!("http produce: {rate:.0} records/s");
-            Ok(())
+            produce_run(&w, &w.topic, false).await.map(|_| ())
         }
     })
 }
@@ -141,11 +142,13 @@ async fn produce_run(w: &HttpWorkload, topic: &str, quiet: bool) -> anyhow::Resu
     Ok(rate)
 }
 
-/// Times `n` scrapes of `/metrics`; answers the histogram (µs) and the last body's size.
+/// Times `n` scrapes of `/metrics`, `interval` apart; answers the histogram (µs) and the last
+/// body's size.
 async fn time_scrapes(
     url: &str,
     n: usize,
     stop: Option<&AtomicBool>,
+    interval: Duration,
 ) -> anyhow::Result<(Histogram<u64>, usize)> {
     let c = client();
     let mut h = Histogram::<u64>::new(3).unwrap();
@@ -167,6 +170,9 @@ async fn time_scrapes(
             .map_err(|e| anyhow::anyhow!("GET /metrics: {e}"))?;
         h.record(t.elapsed().as_micros() as u64).ok();
         size = body.len();
+        if !interval.is_zero() {
+            actix_rt::time::sleep(interval).await;
+        }
     }
     Ok((h, size))
 }
@@ -186,7 +192,7 @@ async fn scrape_run(w: &HttpWorkload) -> anyhow::Result<()> {
         )
         .await?;
     }
-    let (h, size) = time_scrapes(&w.url, w.scrapes, None).await?;
+    let (h, size) = time_scrapes(&w.url, w.scrapes, None, Duration::ZERO).await?;
     println!(
         "scrape, idle: {} partitions, {} groups, {} KiB: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} scrapes",
         topics * 10,
@@ -202,13 +208,15 @@ async fn scrape_run(w: &HttpWorkload) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let scraper = {
         let (url, stop) = (w.url.clone(), stop.clone());
-        actix_rt::spawn(async move { time_scrapes(&url, usize::MAX, Some(&stop)).await })
+        let interval = Duration::from_millis(w.scrape_interval_ms);
+        actix_rt::spawn(async move { time_scrapes(&url, usize::MAX, Some(&stop), interval).await })
     };
     let busy = produce_run(w, &format!("{}-busy", w.topic), false).await?;
     stop.store(true, Ordering::Relaxed);
     let (h, _) = scraper.await??;
     println!(
-        "scrape, during produce: p50 {:.1} ms, p99 {:.1} ms over {} scrapes; produce {:.0} records/s alone, {:.0} while scraped ({:+.1}%)",
+        "scrape every {} ms during produce: p50 {:.1} ms, p99 {:.1} ms over {} scrapes; produce {:.0} records/s alone, {:.0} while scraped ({:+.1}%)",
+        w.scrape_interval_ms,
         ms(&h, 0.5),
         ms(&h, 0.99),
         h.len(),

@@ -2,7 +2,9 @@
 //! offsets and each partition's high watermark, so metrics (kafka_exporter's
 //! `kafka_consumergroup_lag` and friends) need no client-side ListOffsets round.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+
+use futures_util::future::join_all;
 
 use crate::group::{DescribeGroup, GroupPhase, GroupType};
 use crate::group_registry::ListGroupCoordinators;
@@ -34,59 +36,61 @@ pub struct GroupLag {
 
 impl Broker {
     /// Every live group's lag. Partitions that no longer exist are left out; each partition's
-    /// high watermark is asked for once however many groups read it.
+    /// high watermark is asked for once however many groups read it, and all are asked at once.
     pub async fn group_lag(&self) -> Vec<GroupLag> {
         let Ok(coordinators) = self.groups.send(ListGroupCoordinators).await else {
             return Vec::new();
         };
+        // Every group, then every partition any group has offsets for, each asked at once.
+        let described = join_all(coordinators.iter().map(|a| a.send(DescribeGroup))).await;
+        let groups: Vec<_> = described
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|d| d.phase != GroupPhase::Dead)
+            .collect();
         let snapshot = self.catalog.snapshot();
-        let mut ends: HashMap<(String, i32), Option<i64>> = HashMap::new();
-        let mut out = Vec::with_capacity(coordinators.len());
-        for addr in coordinators {
-            let Ok(d) = addr.send(DescribeGroup).await else {
-                continue;
-            };
-            if d.phase == GroupPhase::Dead {
-                continue;
+        let partitions: BTreeSet<(&str, i32)> = groups
+            .iter()
+            .flat_map(|d| d.offsets.iter().map(|((t, p), _)| (t.as_str(), *p)))
+            .collect();
+        let asked = join_all(partitions.iter().map(|(topic, partition)| {
+            let actor = snapshot
+                .partition(topic, *partition)
+                .and_then(|p| p.local.clone());
+            async move {
+                let log = actor?.send(DescribeLog).await.ok()?;
+                Some(log.high_watermark as i64)
             }
-            let mut partitions = Vec::with_capacity(d.offsets.len());
-            for ((topic, partition), committed) in d.offsets {
-                let key = (topic.clone(), partition);
-                let end = match ends.get(&key) {
-                    Some(e) => *e,
-                    None => {
-                        let actor = snapshot
-                            .partition(&topic, partition)
-                            .and_then(|p| p.local.clone());
-                        let e = match actor {
-                            Some(a) => a
-                                .send(DescribeLog)
-                                .await
-                                .ok()
-                                .map(|s| s.high_watermark as i64),
-                            None => None,
-                        };
-                        ends.insert(key, e);
-                        e
-                    }
-                };
-                let Some(end) = end else { continue };
-                partitions.push(PartitionLag {
-                    topic,
-                    partition,
-                    committed: committed.offset,
-                    end,
-                    lag: (end - committed.offset).max(0),
-                });
-            }
-            out.push(GroupLag {
-                group: d.group_id,
+        }))
+        .await;
+        let ends: HashMap<(&str, i32), i64> = partitions
+            .iter()
+            .zip(asked)
+            .filter_map(|(k, end)| Some((*k, end?)))
+            .collect();
+        let mut out: Vec<GroupLag> = groups
+            .iter()
+            .map(|d| GroupLag {
+                group: d.group_id.clone(),
                 group_type: d.group_type,
                 state: d.state,
                 members: d.member_count,
-                partitions,
-            });
-        }
+                partitions: d
+                    .offsets
+                    .iter()
+                    .filter_map(|((topic, partition), committed)| {
+                        let end = *ends.get(&(topic.as_str(), *partition))?;
+                        Some(PartitionLag {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            committed: committed.offset,
+                            end,
+                            lag: (end - committed.offset).max(0),
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
         out.sort_by(|a, b| a.group.cmp(&b.group));
         out
     }
