@@ -79,14 +79,18 @@ impl Spool {
             .spawn()
             .expect("spawning spool");
         self.child = Some(child);
+        // Ready once every listener accepts (they are bound one after another).
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "broker did not listen: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        for port in [self.port, self.amqp_port, self.http_port] {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                let exited = self.child.as_mut().unwrap().try_wait().unwrap();
+                assert!(
+                    exited.is_none() && Instant::now() < deadline,
+                    "broker did not listen on {port} ({exited:?}): {}",
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 
