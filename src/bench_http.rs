@@ -66,7 +66,7 @@ pub fn run(w: HttpWorkload) -> anyhow::Result<()> {
         if w.scrape_partitions > 0 {
             scrape_run(&w).await
         } else {
-            produce_run(&w, &w.topic, false).await.map(|_| ())
+            produce_run(&w, &w.topic).await.map(|_| ())
         }
     })
 }
@@ -93,8 +93,8 @@ async fn create_topic(
 }
 
 /// Produces `w.messages` records in batches of `w.batch` from `w.publishers` loops; answers
-/// the rate. With `quiet`, prints nothing.
-async fn produce_run(w: &HttpWorkload, topic: &str, quiet: bool) -> anyhow::Result<f64> {
+/// the rate (and prints it with the latency).
+async fn produce_run(w: &HttpWorkload, topic: &str) -> anyhow::Result<f64> {
     let c = client();
     create_topic(&c, w, topic, w.partitions).await?;
     let value = "x".repeat(w.record_size);
@@ -125,20 +125,18 @@ async fn produce_run(w: &HttpWorkload, topic: &str, quiet: bool) -> anyhow::Resu
     let secs = started.elapsed().as_secs_f64();
     let records = (per * w.publishers as u64 * w.batch as u64) as f64;
     let rate = records / secs;
-    if !quiet {
-        println!(
-            "http produce: {} publishers, batches of {} x {} B, {}: {:.0} records/s, {:.1} MB/s; request p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            w.publishers,
-            w.batch,
-            w.record_size,
-            if w.fsync_each { "fsync before every answer (flush.messages=1)" } else { "broker default flush policy" },
-            rate,
-            rate * w.record_size as f64 / 1e6,
-            ms(&h, 0.5),
-            ms(&h, 0.99),
-            h.max() as f64 / 1000.0,
-        );
-    }
+    println!(
+        "http produce: {} publishers, batches of {} x {} B, {}: {:.0} records/s, {:.1} MB/s; request p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        w.publishers,
+        w.batch,
+        w.record_size,
+        if w.fsync_each { "fsync before every answer (flush.messages=1)" } else { "broker default flush policy" },
+        rate,
+        rate * w.record_size as f64 / 1e6,
+        ms(&h, 0.5),
+        ms(&h, 0.99),
+        h.max() as f64 / 1000.0,
+    );
     Ok(rate)
 }
 
@@ -204,14 +202,14 @@ async fn scrape_run(w: &HttpWorkload) -> anyhow::Result<()> {
         h.len()
     );
     // Produce alone, then produce while another client scrapes back to back.
-    let alone = produce_run(w, &format!("{}-alone", w.topic), false).await?;
+    let alone = produce_run(w, &format!("{}-alone", w.topic)).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let scraper = {
         let (url, stop) = (w.url.clone(), stop.clone());
         let interval = Duration::from_millis(w.scrape_interval_ms);
         actix_rt::spawn(async move { time_scrapes(&url, usize::MAX, Some(&stop), interval).await })
     };
-    let busy = produce_run(w, &format!("{}-busy", w.topic), false).await?;
+    let busy = produce_run(w, &format!("{}-busy", w.topic)).await?;
     stop.store(true, Ordering::Relaxed);
     let (h, _) = scraper.await??;
     println!(

@@ -9,6 +9,7 @@ use futures_util::future::join_all;
 use crate::group::{DescribeGroup, GroupPhase, GroupType};
 use crate::group_registry::ListGroupCoordinators;
 use crate::partition::DescribeLog;
+use crate::partition_offsets::PartitionOffsets;
 use crate::Broker;
 
 /// One partition a group has committed an offset for.
@@ -38,6 +39,16 @@ impl Broker {
     /// Every live group's lag. Partitions that no longer exist are left out; each partition's
     /// high watermark is asked for once however many groups read it, and all are asked at once.
     pub async fn group_lag(&self) -> Vec<GroupLag> {
+        self.group_lag_given(None).await
+    }
+
+    /// Every live group's lag, with the partitions' offsets already known (a scrape has just
+    /// asked every partition for them): no partition is asked again.
+    pub async fn group_lag_with(&self, offsets: &[PartitionOffsets]) -> Vec<GroupLag> {
+        self.group_lag_given(Some(offsets)).await
+    }
+
+    async fn group_lag_given(&self, known: Option<&[PartitionOffsets]>) -> Vec<GroupLag> {
         let Ok(coordinators) = self.groups.send(ListGroupCoordinators).await else {
             return Vec::new();
         };
@@ -53,21 +64,30 @@ impl Broker {
             .iter()
             .flat_map(|d| d.offsets.iter().map(|((t, p), _)| (t.as_str(), *p)))
             .collect();
-        let asked = join_all(partitions.iter().map(|(topic, partition)| {
-            let actor = snapshot
-                .partition(topic, *partition)
-                .and_then(|p| p.local.clone());
-            async move {
-                let log = actor?.send(DescribeLog).await.ok()?;
-                Some(log.high_watermark as i64)
+        let ends: HashMap<(&str, i32), i64> = match known {
+            Some(offsets) => offsets
+                .iter()
+                .map(|o| ((o.topic.as_str(), o.partition), o.high_watermark as i64))
+                .filter(|(k, _)| partitions.contains(k))
+                .collect(),
+            None => {
+                let asked = join_all(partitions.iter().map(|(topic, partition)| {
+                    let actor = snapshot
+                        .partition(topic, *partition)
+                        .and_then(|p| p.local.clone());
+                    async move {
+                        let log = actor?.send(DescribeLog).await.ok()?;
+                        Some(log.high_watermark as i64)
+                    }
+                }))
+                .await;
+                partitions
+                    .iter()
+                    .zip(asked)
+                    .filter_map(|(k, end)| Some((*k, end?)))
+                    .collect()
             }
-        }))
-        .await;
-        let ends: HashMap<(&str, i32), i64> = partitions
-            .iter()
-            .zip(asked)
-            .filter_map(|(k, end)| Some((*k, end?)))
-            .collect();
+        };
         let mut out: Vec<GroupLag> = groups
             .iter()
             .map(|d| GroupLag {

@@ -19,9 +19,27 @@ pub enum MetricsError {
     Utf8(#[from] std::string::FromUtf8Error),
 }
 
+/// One scrape's samples of broker state.
+pub struct Samples {
+    pub brokers: usize,
+    pub partitions: Vec<TopicPartitionSample>,
+    pub groups: Vec<GroupSample>,
+    pub queues: Vec<QueueSample>,
+}
+
+/// A scrape: `samples` under kafka_exporter's and rabbitmq_prometheus's names, and the live
+/// counters, in the Prometheus text format.
+pub fn render(samples: &Samples) -> Result<String, MetricsError> {
+    let registry = prometheus::Registry::new();
+    register_topic_metrics(&registry, samples.brokers, &samples.partitions)?;
+    register_group_metrics(&registry, &samples.groups)?;
+    register_queue_metrics(&registry, &samples.queues)?;
+    encode(&registry)
+}
+
 /// `registry`'s metrics (sampled from broker state for one scrape) and the live counters, in
 /// the Prometheus text format.
-pub fn encode(registry: &prometheus::Registry) -> Result<String, MetricsError> {
+pub(crate) fn encode(registry: &prometheus::Registry) -> Result<String, MetricsError> {
     use prometheus::Encoder;
     let mut families = registry.gather();
     families.extend(live::registry().gather());

@@ -23,6 +23,9 @@ pub enum Frontend {
     Http,
 }
 
+/// Every front end, in the order of [`Frontend`]'s variants (series arrays are indexed by it).
+const FRONTENDS: [Frontend; 3] = [Frontend::Kafka, Frontend::Amqp, Frontend::Http];
+
 impl Frontend {
     fn label(self) -> &'static str {
         match self {
@@ -40,6 +43,25 @@ pub enum DeadLetterReason {
     Expired,
     MaxLen,
     DeliveryLimit,
+}
+
+/// Every reason, in the order of [`DeadLetterReason`]'s variants.
+const DEAD_LETTER_REASONS: [DeadLetterReason; 4] = [
+    DeadLetterReason::Rejected,
+    DeadLetterReason::Expired,
+    DeadLetterReason::MaxLen,
+    DeadLetterReason::DeliveryLimit,
+];
+
+impl DeadLetterReason {
+    fn label(self) -> &'static str {
+        match self {
+            DeadLetterReason::Rejected => "rejected",
+            DeadLetterReason::Expired => "expired",
+            DeadLetterReason::MaxLen => "maxlen",
+            DeadLetterReason::DeliveryLimit => "delivery_limit",
+        }
+    }
 }
 
 /// How a message reached a consumer, as rabbitmq_prometheus splits deliveries.
@@ -70,31 +92,31 @@ struct Live {
     requests: IntCounterVec,
     request_errors: IntCounterVec,
     request_seconds: HistogramVec,
-    bytes_received: IntCounterVec,
-    bytes_sent: IntCounterVec,
+    bytes_received: [IntCounter; 3],
+    bytes_sent: [IntCounter; 3],
     records_appended: IntCounter,
     bytes_appended: IntCounter,
     fsync_seconds: Histogram,
-    connections: IntGaugeVec,
+    connections: [IntGauge; 3],
     channels: IntGauge,
     actor_restarts: IntCounterVec,
     rebalances: IntCounterVec,
     queue_deliveries: IntCounter,
     queue_redeliveries: IntCounter,
-    queue_dead_letters: IntCounterVec,
+    queue_dead_letters: [IntCounter; 4],
     rabbit_connections: IntGauge,
     rabbit_channels: IntGauge,
-    rabbit_received: IntCounterVec,
-    rabbit_received_confirm: IntCounterVec,
-    rabbit_routed: IntCounterVec,
-    rabbit_unroutable_dropped: IntCounterVec,
-    rabbit_unroutable_returned: IntCounterVec,
-    rabbit_confirmed: IntCounterVec,
-    rabbit_delivered: IntCounterVec,
-    rabbit_delivered_kind: [IntCounterVec; 4],
-    rabbit_redelivered: IntCounterVec,
-    rabbit_acknowledged: IntCounterVec,
-    rabbit_dead_lettered: [IntCounterVec; 4],
+    rabbit_received: IntCounter,
+    rabbit_received_confirm: IntCounter,
+    rabbit_routed: IntCounter,
+    rabbit_unroutable_dropped: IntCounter,
+    rabbit_unroutable_returned: IntCounter,
+    rabbit_confirmed: IntCounter,
+    rabbit_delivered: IntCounter,
+    rabbit_delivered_kind: [IntCounter; 4],
+    rabbit_redelivered: IntCounter,
+    rabbit_acknowledged: IntCounter,
+    rabbit_dead_lettered: [IntCounter; 4],
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(
@@ -113,14 +135,19 @@ impl Live {
             register(&r, IntCounterVec::new(Opts::new(name, help), labels)?)
         };
         let gauge = |name: &str, help: &str| register(&r, IntGauge::new(name, help)?);
-        let rabbit = |name: &str, help: &str| counters(name, help, &["protocol"]);
+        // Families whose labels take a fixed value: the series is made once, here.
+        let rabbit = |name: &str, help: &str| {
+            counters(name, help, &["protocol"]).map(|f| f.with_label_values(&[AMQP091]))
+        };
         let dead = |reason: &str| {
             counters(
                 &format!("rabbitmq_global_messages_dead_lettered_{reason}_total"),
                 &format!("Total number of messages dead-lettered due to {reason}"),
                 &["queue_type", "dead_letter_strategy"],
             )
+            .map(|f| f.with_label_values(&["rabbit_classic_queue", "at_most_once"]))
         };
+        let per_frontend = |f: IntCounterVec| FRONTENDS.map(|x| f.with_label_values(&[x.label()]));
         Ok(Live {
             requests: counters(
                 "spool_requests_total",
@@ -143,16 +170,16 @@ impl Live {
                     &["frontend", "api"],
                 )?,
             )?,
-            bytes_received: counters(
+            bytes_received: per_frontend(counters(
                 "spool_received_bytes_total",
                 "Bytes read from client connections",
                 &["frontend"],
-            )?,
-            bytes_sent: counters(
+            )?),
+            bytes_sent: per_frontend(counters(
                 "spool_sent_bytes_total",
                 "Bytes written to client connections",
                 &["frontend"],
-            )?,
+            )?),
             records_appended: counter(
                 "spool_records_appended_total",
                 "Records appended to partition logs (every front end)",
@@ -171,13 +198,16 @@ impl Live {
                     .buckets(FSYNC_BUCKETS.to_vec()),
                 )?,
             )?,
-            connections: register(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new("spool_connections", "Open client connections, by front end"),
-                    &["frontend"],
-                )?,
-            )?,
+            connections: {
+                let f = register(
+                    &r,
+                    IntGaugeVec::new(
+                        Opts::new("spool_connections", "Open client connections, by front end"),
+                        &["frontend"],
+                    )?,
+                )?;
+                FRONTENDS.map(|x| f.with_label_values(&[x.label()]))
+            },
             channels: gauge("spool_amqp_channels", "Open AMQP channels")?,
             actor_restarts: counters(
                 "spool_actor_restarts_total",
@@ -197,11 +227,14 @@ impl Live {
                 "spool_queue_redeliveries_total",
                 "Queue messages handed out again after a requeue, lapsed lease or lost consumer",
             )?,
-            queue_dead_letters: counters(
-                "spool_queue_dead_letters_total",
-                "Queue messages dead-lettered or dropped (no dead-letter exchange), by reason",
-                &["reason"],
-            )?,
+            queue_dead_letters: {
+                let f = counters(
+                    "spool_queue_dead_letters_total",
+                    "Queue messages dead-lettered or dropped (no dead-letter exchange), by reason",
+                    &["reason"],
+                )?;
+                DEAD_LETTER_REASONS.map(|x| f.with_label_values(&[x.label()]))
+            },
             rabbit_connections: gauge("rabbitmq_connections", "Connections currently open")?,
             rabbit_channels: gauge("rabbitmq_channels", "Channels currently open")?,
             rabbit_received: rabbit(
@@ -259,10 +292,10 @@ impl Live {
                 "Total number of messages acknowledged by consumers",
             )?,
             rabbit_dead_lettered: [
-                dead("rejected")?,
-                dead("expired")?,
-                dead("maxlen")?,
-                dead("delivery_limit")?,
+                dead(DeadLetterReason::Rejected.label())?,
+                dead(DeadLetterReason::Expired.label())?,
+                dead(DeadLetterReason::MaxLen.label())?,
+                dead(DeadLetterReason::DeliveryLimit.label())?,
             ],
             registry: r,
         })
@@ -270,41 +303,15 @@ impl Live {
 }
 
 impl Live {
-    /// Series of closed label sets start at zero, so dashboards and alerts see them before the
-    /// first event (as Prometheus recommends).
+    /// Series whose labels are not fixed at construction but come from a closed set start at
+    /// zero too, so dashboards and alerts see them before the first event (as Prometheus
+    /// recommends).
     fn with_known_series(self) -> Live {
-        for f in [Frontend::Kafka, Frontend::Amqp, Frontend::Http] {
-            self.connections.with_label_values(&[f.label()]);
-            self.bytes_received.with_label_values(&[f.label()]);
-            self.bytes_sent.with_label_values(&[f.label()]);
-        }
         for actor in ["partition", "group"] {
             self.actor_restarts.with_label_values(&[actor]);
         }
         for protocol in ["classic", "consumer"] {
             self.rebalances.with_label_values(&[protocol]);
-        }
-        for reason in ["rejected", "expired", "maxlen", "delivery_limit"] {
-            self.queue_dead_letters.with_label_values(&[reason]);
-        }
-        for family in [
-            &self.rabbit_received,
-            &self.rabbit_received_confirm,
-            &self.rabbit_routed,
-            &self.rabbit_unroutable_dropped,
-            &self.rabbit_unroutable_returned,
-            &self.rabbit_confirmed,
-            &self.rabbit_delivered,
-            &self.rabbit_redelivered,
-            &self.rabbit_acknowledged,
-        ]
-        .into_iter()
-        .chain(&self.rabbit_delivered_kind)
-        {
-            family.with_label_values(&[AMQP091]);
-        }
-        for family in &self.rabbit_dead_lettered {
-            family.with_label_values(&["rabbit_classic_queue", "at_most_once"]);
         }
         self
     }
@@ -335,16 +342,12 @@ pub fn request(frontend: Frontend, api: &str, elapsed: Duration, failed: bool) {
 
 /// Bytes read from a client.
 pub fn bytes_received(frontend: Frontend, n: usize) {
-    LIVE.bytes_received
-        .with_label_values(&[frontend.label()])
-        .inc_by(n as u64);
+    LIVE.bytes_received[frontend as usize].inc_by(n as u64);
 }
 
 /// Bytes written to a client.
 pub fn bytes_sent(frontend: Frontend, n: usize) {
-    LIVE.bytes_sent
-        .with_label_values(&[frontend.label()])
-        .inc_by(n as u64);
+    LIVE.bytes_sent[frontend as usize].inc_by(n as u64);
 }
 
 /// A batch of `records` records, `bytes` long, appended to a partition log.
@@ -360,9 +363,7 @@ pub fn fsync(elapsed: Duration) {
 
 /// A client connection opened (`+1`) or closed (`-1`).
 pub fn connections(frontend: Frontend, delta: i64) {
-    LIVE.connections
-        .with_label_values(&[frontend.label()])
-        .add(delta);
+    LIVE.connections[frontend as usize].add(delta);
     if frontend == Frontend::Amqp {
         LIVE.rabbit_connections.add(delta);
     }
@@ -374,7 +375,7 @@ pub fn channels(delta: i64) {
     LIVE.rabbit_channels.add(delta);
 }
 
-/// A supervisor restarted an actor of this kind (`partition`, `group`, `queue`).
+/// A supervisor restarted an actor of this kind (`partition`, `group`).
 pub fn actor_restarted(actor: &str) {
     LIVE.actor_restarts.with_label_values(&[actor]).inc();
 }
@@ -386,70 +387,46 @@ pub fn rebalance(protocol: &str) {
 
 /// An AMQP publish arrived; `confirm` when the channel is in confirm mode.
 pub fn published(confirm: bool) {
-    LIVE.rabbit_received.with_label_values(&[AMQP091]).inc();
+    LIVE.rabbit_received.inc();
     if confirm {
-        LIVE.rabbit_received_confirm
-            .with_label_values(&[AMQP091])
-            .inc();
+        LIVE.rabbit_received_confirm.inc();
     }
 }
 
 /// Where a publish went: routed to at least one queue, or unroutable (returned when
 /// `mandatory`, dropped otherwise).
 pub fn routed(routed: bool, mandatory: bool) {
-    let family = match (routed, mandatory) {
-        (true, _) => &LIVE.rabbit_routed,
-        (false, true) => &LIVE.rabbit_unroutable_returned,
-        (false, false) => &LIVE.rabbit_unroutable_dropped,
-    };
-    family.with_label_values(&[AMQP091]).inc();
+    match (routed, mandatory) {
+        (true, _) => LIVE.rabbit_routed.inc(),
+        (false, true) => LIVE.rabbit_unroutable_returned.inc(),
+        (false, false) => LIVE.rabbit_unroutable_dropped.inc(),
+    }
 }
 
 /// Publishes confirmed to publishers.
 pub fn confirmed(n: u64) {
-    LIVE.rabbit_confirmed
-        .with_label_values(&[AMQP091])
-        .inc_by(n);
+    LIVE.rabbit_confirmed.inc_by(n);
 }
 
 /// Queue messages handed to a consumer; `redelivered` counts those handed out before.
 pub fn delivered(kind: DeliveryKind, n: u64, redelivered: u64) {
     LIVE.queue_deliveries.inc_by(n);
     LIVE.queue_redeliveries.inc_by(redelivered);
-    LIVE.rabbit_delivered
-        .with_label_values(&[AMQP091])
-        .inc_by(n);
-    LIVE.rabbit_redelivered
-        .with_label_values(&[AMQP091])
-        .inc_by(redelivered);
-    LIVE.rabbit_delivered_kind[kind as usize]
-        .with_label_values(&[AMQP091])
-        .inc_by(n);
+    LIVE.rabbit_delivered.inc_by(n);
+    LIVE.rabbit_redelivered.inc_by(redelivered);
+    LIVE.rabbit_delivered_kind[kind as usize].inc_by(n);
 }
 
 /// Queue messages acknowledged by consumers.
 pub fn acknowledged(n: u64) {
-    LIVE.rabbit_acknowledged
-        .with_label_values(&[AMQP091])
-        .inc_by(n);
+    LIVE.rabbit_acknowledged.inc_by(n);
 }
 
 /// Queue messages that left for a reason: republished to a dead-letter exchange when
 /// `to_exchange`, dropped otherwise (RabbitMQ counts only the first as dead-lettered).
 pub fn dead_lettered(reason: DeadLetterReason, n: u64, to_exchange: bool) {
-    let (label, i) = match reason {
-        DeadLetterReason::Rejected => ("rejected", 0),
-        DeadLetterReason::Expired => ("expired", 1),
-        DeadLetterReason::MaxLen => ("maxlen", 2),
-        DeadLetterReason::DeliveryLimit => ("delivery_limit", 3),
-    };
-    LIVE.queue_dead_letters
-        .with_label_values(&[label])
-        .inc_by(n);
-    if !to_exchange {
-        return;
+    LIVE.queue_dead_letters[reason as usize].inc_by(n);
+    if to_exchange {
+        LIVE.rabbit_dead_lettered[reason as usize].inc_by(n);
     }
-    LIVE.rabbit_dead_lettered[i]
-        .with_label_values(&["rabbit_classic_queue", "at_most_once"])
-        .inc_by(n);
 }

@@ -67,3 +67,17 @@ pub fn status_of(e: &BrokerError) -> StatusCode {
 pub fn broker_error(e: BrokerError) -> HttpResponse {
     error(status_of(&e), e.to_string())
 }
+
+/// An actor's answer: its value, or the response for its error (503 when `actor` is gone).
+// The error is the response itself, built at most once per request: its size does not matter.
+#[allow(clippy::result_large_err)]
+pub(crate) fn answered<T>(
+    sent: Result<Result<T, BrokerError>, actix::MailboxError>,
+    actor: &str,
+) -> Result<T, HttpResponse> {
+    match sent {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(broker_error(e)),
+        Err(_) => Err(unavailable(actor)),
+    }
+}

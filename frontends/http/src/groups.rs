@@ -19,7 +19,7 @@ use spool_actors::offsets_journal::{now_ms, CommittedOffset};
 use spool_actors::partition::{DescribeLog, OffsetQuery, QueryOffset};
 use spool_actors::{Broker, BrokerError};
 
-use crate::errors::{bad_request, broker_error, unavailable};
+use crate::errors::{answered, bad_request, broker_error, unavailable};
 
 /// `GET /groups`.
 #[utoipa::path(
@@ -260,28 +260,39 @@ pub async fn reset_offsets(
         Ok(_) => {}
         Err(_) => return unavailable("the group"),
     }
+    commit(&addr, String::new(), -1, &offsets).await
+}
+
+/// Commits `offsets` for a member of `generation` (-1: an empty group's admin) and answers
+/// them as `{"offsets": [{"topic", "partition", "offset"}]}`.
+pub(crate) async fn commit(
+    addr: &Addr<GroupActor>,
+    member_id: String,
+    generation: i32,
+    offsets: &[((String, i32), i64)],
+) -> HttpResponse {
     let now = now_ms();
-    let commit = CommitOffsets {
-        member_id: String::new(),
-        instance_id: None,
-        generation: -1,
-        offsets: offsets
-            .iter()
-            .map(|(tp, o)| {
-                let c = CommittedOffset {
-                    offset: *o,
-                    leader_epoch: -1,
-                    metadata: String::new(),
-                    commit_ms: now,
-                };
-                (tp.clone(), c)
-            })
-            .collect(),
-    };
-    match addr.send(commit).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return broker_error(e),
-        Err(_) => return unavailable("the group"),
+    let sent = addr
+        .send(CommitOffsets {
+            member_id,
+            instance_id: None,
+            generation,
+            offsets: offsets
+                .iter()
+                .map(|(tp, o)| {
+                    let c = CommittedOffset {
+                        offset: *o,
+                        leader_epoch: -1,
+                        metadata: String::new(),
+                        commit_ms: now,
+                    };
+                    (tp.clone(), c)
+                })
+                .collect(),
+        })
+        .await;
+    if let Err(r) = answered(sent, "the group") {
+        return r;
     }
     let out: Vec<Value> = offsets
         .iter()
@@ -304,14 +315,11 @@ pub async fn delete(broker: web::Data<Broker>, group: web::Path<String>) -> Http
         Ok(a) => a,
         Err(r) => return r,
     };
-    match addr.send(DeleteGroup).await {
-        Ok(Ok(())) => {
-            broker.groups.do_send(ForgetGroup {
-                group_id: group.into_inner(),
-            });
-            HttpResponse::NoContent().finish()
-        }
-        Ok(Err(e)) => broker_error(e),
-        Err(_) => unavailable("the group"),
+    if let Err(r) = answered(addr.send(DeleteGroup).await, "the group") {
+        return r;
     }
+    broker.groups.do_send(ForgetGroup {
+        group_id: group.into_inner(),
+    });
+    HttpResponse::NoContent().finish()
 }

@@ -27,14 +27,13 @@ use futures_util::future::{select_all, FutureExt};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use spool_actors::consumer_group::{HeartbeatRequest, LEAVE_EPOCH};
-use spool_actors::group::{CommitOffsets, FetchOffsets, GroupActor};
+use spool_actors::group::{FetchOffsets, GroupActor};
 use spool_actors::group_consumer::ConsumerGroupHeartbeat;
-use spool_actors::offsets_journal::{now_ms, CommittedOffset};
 use spool_actors::partition::{AwaitRecords, DescribeLog, ReadRecords};
 use spool_actors::queues::record;
 use spool_actors::{Broker, BrokerError};
 
-use crate::errors::{bad_request, broker_error, unavailable};
+use crate::errors::{answered, bad_request, broker_error, unavailable};
 use crate::groups::find;
 use crate::records::{render, tokio_timeout};
 
@@ -203,11 +202,10 @@ async fn heartbeat(
             client_id: m.client_id.clone(),
             client_host: host.to_string(),
         };
-        let answer = match addr.send(ConsumerGroupHeartbeat { request }).await {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => return Err(broker_error(e)),
-            Err(_) => return Err(unavailable("the group")),
-        };
+        let answer = answered(
+            addr.send(ConsumerGroupHeartbeat { request }).await,
+            "the group",
+        )?;
         member_id = answer.member_id;
         m.epoch = answer.member_epoch;
         let Some(assignment) = answer.assignment else {
@@ -469,37 +467,7 @@ pub async fn commit(
         Ok(a) => a,
         Err(r) => return r,
     };
-    let now = now_ms();
-    let sent = addr
-        .send(CommitOffsets {
-            member_id: member_id.clone(),
-            instance_id: None,
-            generation: m.epoch,
-            offsets: offsets
-                .iter()
-                .map(|(tp, o)| {
-                    let c = CommittedOffset {
-                        offset: *o,
-                        leader_epoch: -1,
-                        metadata: String::new(),
-                        commit_ms: now,
-                    };
-                    (tp.clone(), c)
-                })
-                .collect(),
-        })
-        .await;
-    match sent {
-        Ok(Ok(())) => {
-            let out: Vec<Value> = offsets
-                .iter()
-                .map(|((t, p), o)| json!({"topic": t, "partition": p, "offset": o}))
-                .collect();
-            HttpResponse::Ok().json(json!({ "offsets": out }))
-        }
-        Ok(Err(e)) => broker_error(e),
-        Err(_) => unavailable("the group"),
-    }
+    crate::groups::commit(&addr, member_id, m.epoch, &offsets).await
 }
 
 /// `GET /groups/{group}/members/{member}`.
@@ -561,9 +529,11 @@ pub async fn leave(
         client_id: m.client_id.clone(),
         client_host: peer(&req),
     };
-    match addr.send(ConsumerGroupHeartbeat { request }).await {
-        Ok(Ok(_)) => HttpResponse::NoContent().finish(),
-        Ok(Err(e)) => broker_error(e),
-        Err(_) => unavailable("the group"),
+    match answered(
+        addr.send(ConsumerGroupHeartbeat { request }).await,
+        "the group",
+    ) {
+        Ok(_) => HttpResponse::NoContent().finish(),
+        Err(r) => r,
     }
 }

@@ -3,27 +3,14 @@
 
 use actix_web::{web, HttpResponse};
 use spool_actors::Broker;
-use spool_metrics::{GroupSample, PartitionSample, QueueSample, TopicPartitionSample};
+use spool_metrics::{GroupSample, PartitionSample, QueueSample, Samples, TopicPartitionSample};
 
 async fn render(broker: &Broker) -> Result<String, spool_metrics::MetricsError> {
-    let registry = prometheus::Registry::new();
     let brokers = broker.catalog.snapshot().nodes.len();
-    let partitions: Vec<TopicPartitionSample> = broker
-        .partition_offsets()
-        .await
-        .into_iter()
-        .map(|p| TopicPartitionSample {
-            topic: p.topic,
-            partition: p.partition,
-            current_offset: p.high_watermark as i64,
-            oldest_offset: p.log_start_offset as i64,
-            size_bytes: p.size_bytes,
-            segments: p.segments,
-        })
-        .collect();
-    spool_metrics::register_topic_metrics(&registry, brokers, &partitions)?;
+    // Every partition is asked once; the groups' lag is computed from the same answers.
+    let offsets = broker.partition_offsets().await;
     let groups: Vec<GroupSample> = broker
-        .group_lag()
+        .group_lag_with(&offsets)
         .await
         .into_iter()
         .map(|g| GroupSample {
@@ -41,7 +28,17 @@ async fn render(broker: &Broker) -> Result<String, spool_metrics::MetricsError> 
                 .collect(),
         })
         .collect();
-    spool_metrics::register_group_metrics(&registry, &groups)?;
+    let partitions: Vec<TopicPartitionSample> = offsets
+        .into_iter()
+        .map(|p| TopicPartitionSample {
+            topic: p.topic,
+            partition: p.partition,
+            current_offset: p.high_watermark as i64,
+            oldest_offset: p.log_start_offset as i64,
+            size_bytes: p.size_bytes,
+            segments: p.segments,
+        })
+        .collect();
     let queues: Vec<QueueSample> = broker
         .queue_counts()
         .await
@@ -53,8 +50,12 @@ async fn render(broker: &Broker) -> Result<String, spool_metrics::MetricsError> 
             consumers: c.consumers,
         })
         .collect();
-    spool_metrics::register_queue_metrics(&registry, &queues)?;
-    spool_metrics::encode(&registry)
+    spool_metrics::render(&Samples {
+        brokers,
+        partitions,
+        groups,
+        queues,
+    })
 }
 
 #[utoipa::path(

@@ -21,7 +21,10 @@ use spool_actors::partition::DescribeLog;
 use spool_actors::registry::{AlterTopicConfig, CreatePartitions, CreateTopic, DeleteTopic};
 use spool_actors::{Broker, BrokerError};
 
-use crate::errors::{bad_request, broker_error, unavailable};
+use crate::errors::{answered, bad_request, broker_error};
+
+/// What a topic registry that does not answer is called in errors.
+const REGISTRY: &str = "the topic registry";
 
 /// `GET /topics`.
 #[utoipa::path(
@@ -72,10 +75,9 @@ pub async fn create(broker: web::Data<Broker>, body: web::Json<CreateBody>) -> H
             validate_only: false,
         })
         .await;
-    match sent {
-        Ok(Ok(info)) => HttpResponse::build(StatusCode::CREATED).json(describe_topic(&info).await),
-        Ok(Err(e)) => broker_error(e),
-        Err(_) => unavailable("the topic registry"),
+    match answered(sent, REGISTRY) {
+        Ok(info) => HttpResponse::build(StatusCode::CREATED).json(describe_topic(&info).await),
+        Err(r) => r,
     }
 }
 
@@ -89,9 +91,14 @@ pub async fn create(broker: web::Data<Broker>, body: web::Json<CreateBody>) -> H
     responses((status = 200, description = "OK"), (status = 404, description = "Unknown topic"))
 )]
 pub async fn describe(broker: web::Data<Broker>, topic: web::Path<String>) -> HttpResponse {
-    match broker.catalog.snapshot().topic(&topic) {
+    current(&broker, &topic).await
+}
+
+/// The topic as it is now (200), or 404.
+async fn current(broker: &Broker, topic: &str) -> HttpResponse {
+    match broker.catalog.snapshot().topic(topic) {
         Some(info) => HttpResponse::Ok().json(describe_topic(info).await),
-        None => broker_error(BrokerError::UnknownTopic(topic.into_inner())),
+        None => broker_error(BrokerError::UnknownTopic(topic.to_string())),
     }
 }
 
@@ -203,13 +210,9 @@ pub async fn alter_configs(
             validate_only: false,
         })
         .await;
-    match sent {
-        Ok(Ok(())) => match broker.catalog.snapshot().topic(&topic) {
-            Some(info) => HttpResponse::Ok().json(describe_topic(info).await),
-            None => broker_error(BrokerError::UnknownTopic(topic.into_inner())),
-        },
-        Ok(Err(e)) => broker_error(e),
-        Err(_) => unavailable("the topic registry"),
+    match answered(sent, REGISTRY) {
+        Ok(()) => current(&broker, &topic).await,
+        Err(r) => r,
     }
 }
 
@@ -243,13 +246,9 @@ pub async fn add_partitions(
             validate_only: false,
         })
         .await;
-    match sent {
-        Ok(Ok(())) => match broker.catalog.snapshot().topic(&topic) {
-            Some(info) => HttpResponse::Ok().json(describe_topic(info).await),
-            None => broker_error(BrokerError::UnknownTopic(topic.into_inner())),
-        },
-        Ok(Err(e)) => broker_error(e),
-        Err(_) => unavailable("the topic registry"),
+    match answered(sent, REGISTRY) {
+        Ok(()) => current(&broker, &topic).await,
+        Err(r) => r,
     }
 }
 
@@ -263,15 +262,14 @@ pub async fn add_partitions(
     responses((status = 204, description = "Deleted"), (status = 404, description = "Unknown topic"))
 )]
 pub async fn delete(broker: web::Data<Broker>, topic: web::Path<String>) -> HttpResponse {
-    match broker
+    let sent = broker
         .registry
         .send(DeleteTopic {
             name: topic.into_inner(),
         })
-        .await
-    {
-        Ok(Ok(())) => HttpResponse::NoContent().finish(),
-        Ok(Err(e)) => broker_error(e),
-        Err(_) => unavailable("the topic registry"),
+        .await;
+    match answered(sent, REGISTRY) {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(r) => r,
     }
 }
