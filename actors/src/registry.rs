@@ -284,11 +284,18 @@ impl Handler<CreateTopic> for TopicRegistry {
 }
 
 impl Handler<DeleteTopic> for TopicRegistry {
-    type Result = Result<(), BrokerError>;
+    type Result = AtomicResponse<Self, Result<(), BrokerError>>;
 
-    fn handle(&mut self, msg: DeleteTopic, ctx: &mut Context<Self>) -> Self::Result {
-        let topic = self.topic(&msg.name)?;
-        self.meta.delete_topic(&msg.name)?;
+    /// Answers once every partition's files are gone, and holds the mailbox until then, so
+    /// neither the caller nor a re-create under the same name can see the old log.
+    fn handle(&mut self, msg: DeleteTopic, _ctx: &mut Context<Self>) -> Self::Result {
+        let topic = match self.topic(&msg.name) {
+            Ok(t) => t,
+            Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+        };
+        if let Err(e) = self.meta.delete_topic(&msg.name) {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(e.into()))));
+        }
         self.records.remove(&msg.name);
         self.catalog.update(|c| {
             c.topics.remove(msg.name.as_str());
@@ -299,29 +306,20 @@ impl Handler<DeleteTopic> for TopicRegistry {
             .filter_map(|p| p.local.clone())
             .map(|a| a.send(CloseLog { delete: true }))
             .collect();
-        let name = msg.name.clone();
-        // Hold the mailbox until the files are gone, so a re-create cannot race the deletion.
-        ctx.wait(
+        let name = msg.name;
+        AtomicResponse::new(Box::pin(
             async move {
-                for r in futures_join(closes).await {
+                for r in futures_util::future::join_all(closes).await {
                     if let Ok(Err(e)) = r {
                         error!(topic = %name, error = %e, "deleting a partition's log failed");
                     }
                 }
                 info!(topic = %name, "topic deleted");
+                Ok(())
             }
             .into_actor(self),
-        );
-        Ok(())
+        ))
     }
-}
-
-async fn futures_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
-    let mut out = Vec::with_capacity(futs.len());
-    for f in futs {
-        out.push(f.await);
-    }
-    out
 }
 
 impl Handler<CreatePartitions> for TopicRegistry {
