@@ -10,6 +10,7 @@ use actix::Addr;
 use spool_store::LogConfig;
 
 use crate::partition::PartitionActor;
+use crate::partition_offsets::LogStats;
 
 /// A broker node as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct PartitionInfo {
     pub leader_epoch: i32,
     pub replicas: Vec<i32>,
     pub local: Option<Addr<PartitionActor>>,
+    /// The local replica's offsets and size, as its actor last published them.
+    pub stats: Arc<LogStats>,
 }
 
 /// A topic with its id, config and partitions.

@@ -2,14 +2,10 @@
 //! offsets and each partition's high watermark, so metrics (kafka_exporter's
 //! `kafka_consumergroup_lag` and friends) need no client-side ListOffsets round.
 
-use std::collections::{BTreeSet, HashMap};
-
 use futures_util::future::join_all;
 
 use crate::group::{DescribeGroup, GroupPhase, GroupType};
 use crate::group_registry::ListGroupCoordinators;
-use crate::partition::DescribeLog;
-use crate::partition_offsets::PartitionOffsets;
 use crate::Broker;
 
 /// One partition a group has committed an offset for.
@@ -36,23 +32,12 @@ pub struct GroupLag {
 }
 
 impl Broker {
-    /// Every live group's lag. Partitions that no longer exist are left out; each partition's
-    /// high watermark is asked for once however many groups read it, and all are asked at once.
+    /// Every live group's lag. Partitions that no longer exist are left out. The partitions'
+    /// ends are the ones their actors published: only the groups are asked, all at once.
     pub async fn group_lag(&self) -> Vec<GroupLag> {
-        self.group_lag_given(None).await
-    }
-
-    /// Every live group's lag, with the partitions' offsets already known (a scrape has just
-    /// asked every partition for them): no partition is asked again.
-    pub async fn group_lag_with(&self, offsets: &[PartitionOffsets]) -> Vec<GroupLag> {
-        self.group_lag_given(Some(offsets)).await
-    }
-
-    async fn group_lag_given(&self, known: Option<&[PartitionOffsets]>) -> Vec<GroupLag> {
         let Ok(coordinators) = self.groups.send(ListGroupCoordinators).await else {
             return Vec::new();
         };
-        // Every group, then every partition any group has offsets for, each asked at once.
         let described = join_all(coordinators.iter().map(|a| a.send(DescribeGroup))).await;
         let groups: Vec<_> = described
             .into_iter()
@@ -60,33 +45,10 @@ impl Broker {
             .filter(|d| d.phase != GroupPhase::Dead)
             .collect();
         let snapshot = self.catalog.snapshot();
-        let partitions: BTreeSet<(&str, i32)> = groups
-            .iter()
-            .flat_map(|d| d.offsets.iter().map(|((t, p), _)| (t.as_str(), *p)))
-            .collect();
-        let ends: HashMap<(&str, i32), i64> = match known {
-            Some(offsets) => offsets
-                .iter()
-                .map(|o| ((o.topic.as_str(), o.partition), o.high_watermark as i64))
-                .filter(|(k, _)| partitions.contains(k))
-                .collect(),
-            None => {
-                let asked = join_all(partitions.iter().map(|(topic, partition)| {
-                    let actor = snapshot
-                        .partition(topic, *partition)
-                        .and_then(|p| p.local.clone());
-                    async move {
-                        let log = actor?.send(DescribeLog).await.ok()?;
-                        Some(log.high_watermark as i64)
-                    }
-                }))
-                .await;
-                partitions
-                    .iter()
-                    .zip(asked)
-                    .filter_map(|(k, end)| Some((*k, end?)))
-                    .collect()
-            }
+        let end_of = |topic: &str, partition: i32| {
+            let p = snapshot.partition(topic, partition)?;
+            p.local.as_ref()?;
+            Some(p.stats.high_watermark() as i64)
         };
         let mut out: Vec<GroupLag> = groups
             .iter()
@@ -99,7 +61,7 @@ impl Broker {
                     .offsets
                     .iter()
                     .filter_map(|((topic, partition), committed)| {
-                        let end = *ends.get(&(topic.as_str(), *partition))?;
+                        let end = end_of(topic, *partition)?;
                         Some(PartitionLag {
                             topic: topic.clone(),
                             partition: *partition,

@@ -15,6 +15,7 @@ use spool_store::{Log, LogConfig, MetaStore, SyncJob};
 use tokio::sync::oneshot;
 use tracing::{error, info};
 
+use crate::partition_offsets::LogStats;
 use crate::producer_state::{ProducerStates, SequenceCheck};
 use crate::record_batch::{self, BatchHeader, LEADER_EPOCH_AT};
 use crate::BrokerError;
@@ -215,6 +216,7 @@ pub struct PartitionActor {
     sync_in_flight: bool,
     last_sync: Instant,
     last_retention: Instant,
+    stats: Arc<LogStats>,
 }
 
 impl PartitionActor {
@@ -225,7 +227,9 @@ impl PartitionActor {
         role: ReplicaRole,
         log: Log,
         meta: Arc<MetaStore>,
+        stats: Arc<LogStats>,
     ) -> Result<PartitionActor, BrokerError> {
+        stats.publish(&log);
         let mut producers = ProducerStates::default();
         for (base, info) in log.tail_frames()? {
             if let Some(w) = info.writer {
@@ -244,6 +248,7 @@ impl PartitionActor {
             sync_in_flight: false,
             last_sync: Instant::now(),
             last_retention: Instant::now(),
+            stats,
         })
     }
 
@@ -318,6 +323,7 @@ impl PartitionActor {
             needs_sync |= out.needs_sync;
             first_base.get_or_insert(out.base_offset);
         }
+        self.stats.publish(self.log());
         for w in self.data_waiters.drain(..) {
             let _ = w.send(());
         }
@@ -414,6 +420,7 @@ impl PartitionActor {
             }
             let deleted = log.apply_retention(spool_now_ms());
             let start = log.log_start_offset();
+            self.stats.publish(self.log());
             if deleted > 0 {
                 info!(topic = %self.topic, partition = self.partition, deleted, log_start_offset = start, "retention deleted segments");
             }
@@ -575,6 +582,7 @@ impl Handler<DeleteRecordsBefore> for PartitionActor {
     fn handle(&mut self, msg: DeleteRecordsBefore, _ctx: &mut Context<Self>) -> Self::Result {
         let target = msg.offset.unwrap_or_else(|| self.log().next_offset());
         let start = self.log_mut().delete_records_before(target)?;
+        self.stats.publish(self.log());
         self.meta
             .set_log_start_offset(&self.topic, self.partition as u32, start)?;
         info!(topic = %self.topic, partition = self.partition, log_start_offset = start, "records deleted");

@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::broker::BrokerConfig;
 use crate::catalog::{Catalog, PartitionInfo, TopicInfo};
 use crate::partition::{CloseLog, PartitionActor, ReplicaRole, UpdateLogConfig};
+use crate::partition_offsets::LogStats;
 use crate::record_batch::KafkaBatchFormat;
 use crate::BrokerError;
 
@@ -162,7 +163,15 @@ impl TopicRegistry {
             start,
         )?;
         let role = ReplicaRole::Leader { epoch: 0 };
-        let actor = PartitionActor::new(topic.into(), partition, role, log, self.meta.clone())?;
+        let stats = Arc::new(LogStats::default());
+        let actor = PartitionActor::new(
+            topic.into(),
+            partition,
+            role,
+            log,
+            self.meta.clone(),
+            stats.clone(),
+        )?;
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
         let addr = PartitionActor::start_in_arbiter(arbiter, move |_| actor);
@@ -171,6 +180,7 @@ impl TopicRegistry {
             leader_epoch: 0,
             replicas: vec![self.config.node_id],
             local: Some(addr),
+            stats,
         })
     }
 

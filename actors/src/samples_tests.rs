@@ -44,7 +44,7 @@ async fn partition_offsets_and_queue_counts_follow_the_logs() {
             .unwrap()
             .unwrap();
     }
-    let offsets = broker.partition_offsets().await;
+    let offsets = broker.partition_offsets();
     let of = |topic: &str, partition| {
         offsets
             .iter()

@@ -5,12 +5,14 @@ use actix_web::{web, HttpResponse};
 use spool_actors::Broker;
 use spool_metrics::{GroupSample, PartitionSample, QueueSample, Samples, TopicPartitionSample};
 
-async fn render(broker: &Broker) -> Result<String, spool_metrics::MetricsError> {
+/// The broker's state for one scrape.
+async fn samples(broker: &Broker) -> Samples {
     let brokers = broker.catalog.snapshot().nodes.len();
-    // Every partition is asked once; the groups' lag is computed from the same answers.
-    let offsets = broker.partition_offsets().await;
+    // The partitions' figures are read from what their actors published: a scrape sends
+    // nothing to a partition, so it never queues behind (or ahead of) a produce.
+    let offsets = broker.partition_offsets();
     let groups: Vec<GroupSample> = broker
-        .group_lag_with(&offsets)
+        .group_lag()
         .await
         .into_iter()
         .map(|g| GroupSample {
@@ -50,12 +52,12 @@ async fn render(broker: &Broker) -> Result<String, spool_metrics::MetricsError> 
             consumers: c.consumers,
         })
         .collect();
-    spool_metrics::render(&Samples {
+    Samples {
         brokers,
         partitions,
         groups,
         queues,
-    })
+    }
 }
 
 #[utoipa::path(
@@ -66,13 +68,20 @@ async fn render(broker: &Broker) -> Result<String, spool_metrics::MetricsError> 
     responses((status = 200, description = "OK"))
 )]
 pub(crate) async fn scrape(broker: web::Data<Broker>) -> HttpResponse {
-    match render(&broker).await {
-        Ok(text) => HttpResponse::Ok()
+    let samples = samples(&broker).await;
+    // Encoding a large scrape takes milliseconds of CPU: done on a blocking thread, it never
+    // holds up the HTTP worker that also serves produce requests.
+    match web::block(move || spool_metrics::render(&samples)).await {
+        Ok(Ok(text)) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(text),
-        Err(e) => crate::errors::error(
+        Ok(Err(e)) => crate::errors::error(
             actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
             format!("metrics could not be rendered: {e}"),
+        ),
+        Err(e) => crate::errors::error(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("metrics rendering was cancelled: {e}"),
         ),
     }
 }
