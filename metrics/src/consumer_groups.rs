@@ -3,9 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use prometheus::Registry;
-
-use crate::{gauge, MetricsError};
+use crate::text::{Family, Gauge};
 
 /// One group as the broker reports it (see the broker's `group_lag`).
 #[derive(Debug, Clone)]
@@ -24,67 +22,80 @@ pub struct PartitionSample {
     pub lag: i64,
 }
 
-/// Registers kafka_exporter's consumer group families in `registry`, filled from `groups`.
-/// Labels: `consumergroup`, `topic`, `partition`; cardinality is one series per group and
-/// committed partition.
-pub fn register_group_metrics(
-    registry: &Registry,
-    groups: &[GroupSample],
-) -> Result<(), MetricsError> {
-    let part = &["consumergroup", "topic", "partition"];
-    let topic = &["consumergroup", "topic"];
-    let current = gauge(
-        registry,
-        "kafka_consumergroup_current_offset",
-        "Current Offset of a ConsumerGroup at Topic/Partition",
-        part,
-    )?;
-    let current_sum = gauge(
-        registry,
-        "kafka_consumergroup_current_offset_sum",
-        "Current Offset of a ConsumerGroup at Topic for all partitions",
-        topic,
-    )?;
-    let lag = gauge(
-        registry,
-        "kafka_consumergroup_lag",
-        "Current Approximate Lag of a ConsumerGroup at Topic/Partition",
-        part,
-    )?;
-    let lag_sum = gauge(
-        registry,
-        "kafka_consumergroup_lag_sum",
-        "Current Approximate Lag of a ConsumerGroup at Topic for all partitions",
-        topic,
-    )?;
-    let members = gauge(
-        registry,
-        "kafka_consumergroup_members",
-        "Amount of members in a consumer group",
-        &["consumergroup"],
-    )?;
-    for g in groups {
-        members
-            .with_label_values(&[g.group.as_str()])
-            .set(g.members as i64);
-        let mut sums: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-        for p in &g.partitions {
-            let partition = p.partition.to_string();
-            let labels = [g.group.as_str(), p.topic.as_str(), partition.as_str()];
-            current.with_label_values(&labels).set(p.current_offset);
-            lag.with_label_values(&labels).set(p.lag);
-            let s = sums.entry(p.topic.as_str()).or_default();
-            s.0 += p.current_offset;
-            s.1 += p.lag;
-        }
-        for (t, (offset, l)) in sums {
-            current_sum
-                .with_label_values(&[g.group.as_str(), t])
-                .set(offset);
-            lag_sum.with_label_values(&[g.group.as_str(), t]).set(l);
+/// Per topic of a group: (sum of committed offsets, sum of lag).
+type TopicSums<'a> = BTreeMap<&'a str, (i64, i64)>;
+
+/// Writes kafka_exporter's consumer group families, filled from `groups`. Labels:
+/// `consumergroup`, `topic`, `partition`; cardinality is one series per group and committed
+/// partition.
+pub(crate) fn write_group_metrics(out: &mut String, groups: &[GroupSample]) {
+    let per_partition: [Family<PartitionSample>; 2] = [
+        (
+            "kafka_consumergroup_current_offset",
+            "Current Offset of a ConsumerGroup at Topic/Partition",
+            |p| p.current_offset,
+        ),
+        (
+            "kafka_consumergroup_lag",
+            "Current Approximate Lag of a ConsumerGroup at Topic/Partition",
+            |p| p.lag,
+        ),
+    ];
+    for (name, help, value) in per_partition {
+        let mut g = Gauge::new(out, name, help);
+        for group in groups {
+            for p in &group.partitions {
+                g.sample(
+                    &[
+                        ("consumergroup", &group.group),
+                        ("partition", &p.partition),
+                        ("topic", &p.topic),
+                    ],
+                    value(p),
+                );
+            }
         }
     }
-    Ok(())
+    let sums: Vec<(&str, TopicSums)> = groups
+        .iter()
+        .map(|g| {
+            let mut sums: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+            for p in &g.partitions {
+                let s = sums.entry(p.topic.as_str()).or_default();
+                s.0 += p.current_offset;
+                s.1 += p.lag;
+            }
+            (g.group.as_str(), sums)
+        })
+        .collect();
+    let per_topic: [Family<(i64, i64)>; 2] = [
+        (
+            "kafka_consumergroup_current_offset_sum",
+            "Current Offset of a ConsumerGroup at Topic for all partitions",
+            |s| s.0,
+        ),
+        (
+            "kafka_consumergroup_lag_sum",
+            "Current Approximate Lag of a ConsumerGroup at Topic for all partitions",
+            |s| s.1,
+        ),
+    ];
+    for (name, help, value) in per_topic {
+        let mut g = Gauge::new(out, name, help);
+        for (group, topics) in &sums {
+            for (topic, s) in topics {
+                g.sample(&[("consumergroup", group), ("topic", topic)], value(s));
+            }
+        }
+    }
+    let mut members = Gauge::new(
+        out,
+        "kafka_consumergroup_members",
+        "Amount of members in a consumer group",
+    );
+    for g in groups {
+        members.sample(&[("consumergroup", &g.group)], g.members as i64);
+    }
 }
 
 #[cfg(test)]
@@ -93,7 +104,6 @@ mod tests {
 
     #[test]
     fn renders_kafka_exporter_families() {
-        let registry = Registry::new();
         let groups = vec![GroupSample {
             group: "billing".into(),
             members: 2,
@@ -112,8 +122,8 @@ mod tests {
                 },
             ],
         }];
-        register_group_metrics(&registry, &groups).unwrap();
-        let text = crate::encode(&registry).unwrap();
+        let mut text = String::new();
+        write_group_metrics(&mut text, &groups);
         for line in [
             r#"kafka_consumergroup_lag{consumergroup="billing",partition="0",topic="orders"} 5"#,
             r#"kafka_consumergroup_current_offset{consumergroup="billing",partition="1",topic="orders"} 7"#,

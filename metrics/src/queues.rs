@@ -1,9 +1,7 @@
 //! Queue metrics under rabbitmq_prometheus's per-object names and labels (`vhost`, `queue`), so
 //! RabbitMQ queue dashboards show Spool's queues unchanged. One series per queue.
 
-use prometheus::Registry;
-
-use crate::{gauge, MetricsError};
+use crate::text::{Family, Gauge};
 
 /// One queue's counts, as the broker reports them.
 #[derive(Debug, Clone)]
@@ -14,47 +12,35 @@ pub struct QueueSample {
     pub consumers: u32,
 }
 
-/// Registers `rabbitmq_queue_messages_ready`, `rabbitmq_queue_messages_unacked`,
+/// Writes `rabbitmq_queue_messages_ready`, `rabbitmq_queue_messages_unacked`,
 /// `rabbitmq_queue_messages` and `rabbitmq_queue_consumers`. Spool has one vhost, `/`.
-pub fn register_queue_metrics(
-    registry: &Registry,
-    queues: &[QueueSample],
-) -> Result<(), MetricsError> {
-    let labels = &["vhost", "queue"];
-    let ready = gauge(
-        registry,
-        "rabbitmq_queue_messages_ready",
-        "Messages ready to be delivered to consumers",
-        labels,
-    )?;
-    let unacked = gauge(
-        registry,
-        "rabbitmq_queue_messages_unacked",
-        "Messages delivered to consumers but not yet acknowledged",
-        labels,
-    )?;
-    let total = gauge(
-        registry,
-        "rabbitmq_queue_messages",
-        "Sum of ready and unacknowledged messages - total queue depth",
-        labels,
-    )?;
-    let consumers = gauge(
-        registry,
-        "rabbitmq_queue_consumers",
-        "Consumers on a queue",
-        labels,
-    )?;
-    for q in queues {
-        let l = ["/", q.queue.as_str()];
-        ready.with_label_values(&l).set(q.ready as i64);
-        unacked.with_label_values(&l).set(q.unacked as i64);
-        total
-            .with_label_values(&l)
-            .set((q.ready + q.unacked) as i64);
-        consumers.with_label_values(&l).set(q.consumers as i64);
+pub(crate) fn write_queue_metrics(out: &mut String, queues: &[QueueSample]) {
+    let families: [Family<QueueSample>; 4] = [
+        (
+            "rabbitmq_queue_messages_ready",
+            "Messages ready to be delivered to consumers",
+            |q| q.ready as i64,
+        ),
+        (
+            "rabbitmq_queue_messages_unacked",
+            "Messages delivered to consumers but not yet acknowledged",
+            |q| q.unacked as i64,
+        ),
+        (
+            "rabbitmq_queue_messages",
+            "Sum of ready and unacknowledged messages - total queue depth",
+            |q| (q.ready + q.unacked) as i64,
+        ),
+        ("rabbitmq_queue_consumers", "Consumers on a queue", |q| {
+            q.consumers as i64
+        }),
+    ];
+    for (name, help, value) in families {
+        let mut g = Gauge::new(out, name, help);
+        for q in queues {
+            g.sample(&[("queue", &q.queue), ("vhost", &"/")], value(q));
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -63,15 +49,14 @@ mod tests {
 
     #[test]
     fn renders_rabbitmq_prometheus_queue_families() {
-        let registry = Registry::new();
         let q = QueueSample {
             queue: "tasks".into(),
             ready: 5,
             unacked: 2,
             consumers: 3,
         };
-        register_queue_metrics(&registry, &[q]).unwrap();
-        let text = crate::encode(&registry).unwrap();
+        let mut text = String::new();
+        write_queue_metrics(&mut text, &[q]);
         for line in [
             r#"rabbitmq_queue_messages_ready{queue="tasks",vhost="/"} 5"#,
             r#"rabbitmq_queue_messages_unacked{queue="tasks",vhost="/"} 2"#,

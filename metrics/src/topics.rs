@@ -3,9 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use prometheus::Registry;
-
-use crate::{gauge, MetricsError};
+use crate::text::{Family, Gauge};
 
 /// One partition's offsets, as the broker reports them.
 #[derive(Debug, Clone)]
@@ -22,67 +20,61 @@ pub struct TopicPartitionSample {
     pub segments: usize,
 }
 
-/// Registers `kafka_brokers`, `kafka_topic_partitions`,
-/// `kafka_topic_partition_current_offset` and `kafka_topic_partition_oldest_offset`, and Spool's
-/// own `spool_log_size_bytes` and `spool_log_segments` per partition.
-pub fn register_topic_metrics(
-    registry: &Registry,
+/// Writes `kafka_brokers`, `kafka_topic_partitions`, `kafka_topic_partition_current_offset` and
+/// `kafka_topic_partition_oldest_offset`, and Spool's own `spool_log_size_bytes` and
+/// `spool_log_segments` per partition.
+pub(crate) fn write_topic_metrics(
+    out: &mut String,
     brokers: usize,
     partitions: &[TopicPartitionSample],
-) -> Result<(), MetricsError> {
-    let no_labels: [&str; 0] = [];
-    gauge(
-        registry,
+) {
+    Gauge::new(
+        out,
         "kafka_brokers",
         "Number of Brokers in the Kafka Cluster.",
-        &[],
-    )?
-    .with_label_values(&no_labels)
-    .set(brokers as i64);
-    let count = gauge(
-        registry,
+    )
+    .sample(&[], brokers as i64);
+    let mut count = Gauge::new(
+        out,
         "kafka_topic_partitions",
         "Number of partitions for this Topic",
-        &["topic"],
-    )?;
-    let current = gauge(
-        registry,
-        "kafka_topic_partition_current_offset",
-        "Current Offset of a Broker at Topic/Partition",
-        &["topic", "partition"],
-    )?;
-    let oldest = gauge(
-        registry,
-        "kafka_topic_partition_oldest_offset",
-        "Oldest Offset of a Broker at Topic/Partition",
-        &["topic", "partition"],
-    )?;
-    let size = gauge(
-        registry,
-        "spool_log_size_bytes",
-        "Bytes of a partition's segment files",
-        &["topic", "partition"],
-    )?;
-    let segments = gauge(
-        registry,
-        "spool_log_segments",
-        "Segment files of a partition",
-        &["topic", "partition"],
-    )?;
+    );
     let mut per_topic: BTreeMap<&str, i64> = BTreeMap::new();
     for p in partitions {
-        let partition = p.partition.to_string();
-        let labels = [p.topic.as_str(), partition.as_str()];
-        current.with_label_values(&labels).set(p.current_offset);
-        oldest.with_label_values(&labels).set(p.oldest_offset);
-        size.with_label_values(&labels).set(p.size_bytes as i64);
-        segments.with_label_values(&labels).set(p.segments as i64);
         *per_topic.entry(p.topic.as_str()).or_default() += 1;
     }
     for (topic, n) in per_topic {
-        count.with_label_values(&[topic]).set(n);
+        count.sample(&[("topic", &topic)], n);
     }
-    Ok(())
+    let per_partition: [Family<TopicPartitionSample>; 4] = [
+        (
+            "kafka_topic_partition_current_offset",
+            "Current Offset of a Broker at Topic/Partition",
+            |p| p.current_offset,
+        ),
+        (
+            "kafka_topic_partition_oldest_offset",
+            "Oldest Offset of a Broker at Topic/Partition",
+            |p| p.oldest_offset,
+        ),
+        (
+            "spool_log_size_bytes",
+            "Bytes of a partition's segment files",
+            |p| p.size_bytes as i64,
+        ),
+        ("spool_log_segments", "Segment files of a partition", |p| {
+            p.segments as i64
+        }),
+    ];
+    for (name, help, value) in per_partition {
+        let mut g = Gauge::new(out, name, help);
+        for p in partitions {
+            g.sample(
+                &[("partition", &p.partition), ("topic", &p.topic)],
+                value(p),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -91,7 +83,6 @@ mod tests {
 
     #[test]
     fn renders_kafka_exporter_topic_families() {
-        let registry = Registry::new();
         let sample = |partition, current_offset, oldest_offset| TopicPartitionSample {
             topic: "orders".into(),
             partition,
@@ -100,8 +91,8 @@ mod tests {
             size_bytes: 100,
             segments: 1,
         };
-        register_topic_metrics(&registry, 1, &[sample(0, 42, 0), sample(1, 7, 3)]).unwrap();
-        let text = crate::encode(&registry).unwrap();
+        let mut text = String::new();
+        write_topic_metrics(&mut text, 1, &[sample(0, 42, 0), sample(1, 7, 3)]);
         for line in [
             "kafka_brokers 1",
             r#"kafka_topic_partitions{topic="orders"} 2"#,
