@@ -25,9 +25,13 @@ pub enum BenchClient {
     Wire,
 }
 
-/// Options of `spool bench`.
+/// Options of `spool bench`: `run` and `report` are the workload-file harness
+/// (`spool-bench`); the flags alone run the single-purpose measurements below.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<spool_bench::cli::BenchCommand>,
     /// Broker to measure.
     #[arg(long, default_value = "127.0.0.1:9092")]
     bootstrap: String,
@@ -172,6 +176,9 @@ fn report(phase: &str, m: &bench_wire::Moved) {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(cmd) = args.command {
+        return spool_bench::cli::main(cmd);
+    }
     if let Some(url) = &args.http {
         return bench_http::run(bench_http::HttpWorkload {
             url: url.trim_end_matches('/').to_string(),

@@ -37,8 +37,9 @@ struct Cli {
 enum Command {
     /// Run the broker (embedded storage; no external service).
     Serve(Box<ServeArgs>),
-    /// Measure produce and consume throughput against a Kafka-protocol broker.
-    Bench(bench::BenchArgs),
+    /// Measure brokers: `run` a workload file through a driver (kafka, amqp), `report` results;
+    /// or the single-purpose measurements of the flags.
+    Bench(Box<bench::BenchArgs>),
     /// List, describe (with lag) and reset the offsets of consumer groups on a running broker.
     Groups(groups_cli::GroupsArgs),
 }
@@ -46,7 +47,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args.with_file()?),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
         Command::Groups(args) => groups_cli::run(args),
     }
 }

@@ -1,0 +1,4 @@
+//! The drivers, each a real client of its system.
+
+pub mod amqp;
+pub mod kafka;
