@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::driver::Driver;
-use crate::drivers::{amqp::AmqpDriver, kafka::KafkaDriver};
+use crate::drivers::{amqp::AmqpDriver, kafka::KafkaDriver, nats::NatsDriver};
 use crate::result::RunResult;
 use crate::runner::{run, RunOptions};
 use crate::workload::Workload;
@@ -28,6 +28,8 @@ pub enum DriverKind {
     Kafka,
     /// lapin: Spool's AMQP facade or RabbitMQ.
     Amqp,
+    /// async-nats: NATS JetStream (file storage).
+    Nats,
 }
 
 /// Options of `spool bench run`.
@@ -38,8 +40,9 @@ pub struct RunArgs {
     pub workload: PathBuf,
     #[arg(long, value_enum)]
     pub driver: DriverKind,
-    /// Where the system listens: a Kafka bootstrap (127.0.0.1:9092) or an AMQP URI
-    /// (amqp://guest:guest@127.0.0.1:5672/%2f). Defaults to Spool's listener for the driver.
+    /// Where the system listens: a Kafka bootstrap (127.0.0.1:9092), an AMQP URI
+    /// (amqp://guest:guest@127.0.0.1:5672/%2f) or a NATS URL (nats://127.0.0.1:4222).
+    /// Defaults to Spool's listener for the driver (NATS: its default port).
     #[arg(long)]
     pub target: Option<String>,
     /// The system's name in results and reports (default: Spool).
@@ -108,6 +111,12 @@ impl RunArgs {
                     .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
                 self.queue_type.clone(),
             )),
+            DriverKind::Nats => Arc::new(NatsDriver {
+                url: self
+                    .target
+                    .clone()
+                    .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            }),
         }
     }
 }

@@ -20,6 +20,8 @@ pub enum Reading {
     Stream,
     /// Competing consumers with an acknowledgement per message and this prefetch.
     Queue { prefetch: u16 },
+    /// Requests answered by servers (rpc workloads).
+    Rpc,
 }
 
 /// One system reached through one client library.

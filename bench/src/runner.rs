@@ -60,9 +60,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
     let driver = opts.driver.clone();
     let reading = match w.pattern {
         Pattern::Stream => Reading::Stream,
-        Pattern::Queue | Pattern::Rpc => Reading::Queue {
+        Pattern::Queue => Reading::Queue {
             prefetch: w.prefetch,
         },
+        Pattern::Rpc => Reading::Rpc,
     };
     let tag = format!("{:06x}", now_us() & 0xff_ffff);
     let topics: Vec<String> = (0..w.topics).map(|t| format!("bench-{tag}-t{t}")).collect();
@@ -116,13 +117,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
     let wall_start_us = now_us();
     let start = Instant::now();
     let mut producers = Vec::new();
+    let producers_total = w.topics * w.producers_per_topic;
     for (t, topic) in topics.iter().enumerate() {
         for j in 0..w.producers_per_topic {
             let p = t as u32 * w.producers_per_topic + j;
             let sender = if w.pattern == Pattern::Rpc {
                 let client = driver.rpc_client(topic).await?;
                 let sub = subscriptions[t * subs.len()].clone();
-                Sender::Rpc(client, deliver_to(sub, rec.clone()))
+                Sender::Rpc(client, deliver_to(sub, rec.clone(), producers_total))
             } else {
                 Sender::Producer(driver.producer(topic).await?)
             };
@@ -268,7 +270,8 @@ async fn start_consumers(
                     });
                     driver.rpc_server(topic, seen).await?
                 } else {
-                    let deliver = deliver_to(state.clone(), rec.clone());
+                    let producers = w.topics * w.producers_per_topic;
+                    let deliver = deliver_to(state.clone(), rec.clone(), producers);
                     driver.consumer(topic, sub, reading, deliver).await?
                 };
                 out.push(c);
@@ -318,7 +321,9 @@ async fn await_consumers(
 }
 
 /// The callback a subscription's consumers call with each payload.
-fn deliver_to(sub: Arc<Subscription>, rec: Arc<Recorder>) -> Deliver {
+/// A payload that is not the harness's (too short, or naming no producer of this run) counts
+/// as an error.
+fn deliver_to(sub: Arc<Subscription>, rec: Arc<Recorder>, producers: u32) -> Deliver {
     Arc::new(move |payload: &[u8]| {
         let Some(h) = Header::read(payload) else {
             rec.error();
@@ -326,6 +331,10 @@ fn deliver_to(sub: Arc<Subscription>, rec: Arc<Recorder>) -> Deliver {
         };
         if h.producer == PROBE {
             sub.probes.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        if h.producer >= producers || h.seq > rec.sent_total.load(Ordering::Acquire) {
+            rec.error();
             return;
         }
         rec.delivered(now_us().saturating_sub(h.due_us));

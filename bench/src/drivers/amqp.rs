@@ -166,7 +166,7 @@ impl Driver for AmqpDriver {
             let (conn, ch) = self.channel().await?;
             let prefetch = match reading {
                 Reading::Queue { prefetch } => prefetch,
-                Reading::Stream => 1000,
+                Reading::Stream | Reading::Rpc => 1000,
             };
             ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
             let mut args = FieldTable::default();

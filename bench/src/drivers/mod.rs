@@ -2,3 +2,4 @@
 
 pub mod amqp;
 pub mod kafka;
+pub mod nats;
