@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The whole comparison of docs/benchmarks.md in one command: Spool against RabbitMQ (classic,
+# quorum and stream queues) and NATS JetStream, every system on this machine, one after the
+# other, with the same drivers; then a report with tables and plots.
+#
+#   cargo build --release && bench/compare.sh [OUT_DIR]
+#
+# Needs rabbitmq-server and nats-server (see bench/README.md). Environment:
+#   TEST_SECONDS (default 30), WARMUP_SECONDS (5), RATE (fixed-rate runs, default 20000 msg/s),
+#   SPOOL (default target/release/spool).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-bench-results}
+spool=${SPOOL:-target/release/spool}
+test_s=${TEST_SECONDS:-30}
+warm_s=${WARMUP_SECONDS:-5}
+rate=${RATE:-20000}
+work=$(mktemp -d)
+mkdir -p "$out"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 1 600); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing listens on $1" >&2; exit 1; }
+
+# Spool twice: its default flush policy, and fsync before every acknowledgement.
+start_spool() { # name kafka amqp http extra...
+  local name=$1 k=$2 a=$3 h=$4; shift 4
+  setsid "$spool" serve --data-dir "$work/$name" --kafka-addr "127.0.0.1:$k" \
+    --amqp-addr "127.0.0.1:$a" --http-addr "127.0.0.1:$h" "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!); last_pid=$!; wait_port "$k"; wait_port "$a"
+}
+# RabbitMQ as the current user with private directories (Debian's wrapper would switch user).
+start_rabbitmq() {
+  mkdir -p "$work/rabbit/mnesia" "$work/rabbit/log"
+  echo "loopback_users.guest = false" >"$work/rabbit/rabbitmq.conf"
+  RABBITMQ_NODE_PORT=35673 RABBITMQ_DIST_PORT=35674 RABBITMQ_NODENAME="bench$$@localhost" \
+  RABBITMQ_MNESIA_BASE="$work/rabbit/mnesia" RABBITMQ_LOG_BASE="$work/rabbit/log" \
+  RABBITMQ_CONFIG_FILE="$work/rabbit/rabbitmq" RABBITMQ_ENABLED_PLUGINS_FILE="$work/rabbit/plugins" \
+  HOME="$work/rabbit" setsid /usr/lib/rabbitmq/bin/rabbitmq-server >"$work/rabbit.log" 2>&1 &
+  pids+=($!); wait_port 35673
+}
+start_nats() {
+  setsid nats-server -js -a 127.0.0.1 -p 34222 -sd "$work/nats" >"$work/nats.log" 2>&1 &
+  pids+=($!); wait_port 34222
+}
+
+run() { # result-name system driver target workload [options...]
+  local name=$1 system=$2 driver=$3 target=$4 wl=$5; shift 5
+  "$spool" bench run --workload "bench/workloads/$wl.toml" --driver "$driver" --target "$target" \
+    --system "$system" --test-seconds "$test_s" --warmup-seconds "$warm_s" \
+    --out "$out/$name.json" "$@"
+}
+
+start_spool spool 39092 35672 38080
+spool_pid=$last_pid
+start_spool spool-fsync 39192 35772 38180 --flush-messages 1
+spool_fsync_pid=$last_pid
+start_rabbitmq
+start_nats
+amqp_spool=amqp://guest:guest@127.0.0.1:35672/%2f
+amqp_spool_fsync=amqp://guest:guest@127.0.0.1:35772/%2f
+amqp_rabbit=amqp://guest:guest@127.0.0.1:35673/%2f
+nats=nats://127.0.0.1:34222
+
+# 1. Streams: 1 topic x 16 partitions x 1 KiB, max rate and fixed rate.
+for mode in max-rate fixed-rate; do
+  extra=(); [ "$mode" = fixed-rate ] && extra=(--rate "$rate")
+  run "1-stream-$mode-spool" "Spool" kafka 127.0.0.1:39092 "1-topic-16-partitions-1kb-$mode" \
+    --broker-pid "$spool_pid" "${extra[@]}" || true
+  run "1-stream-$mode-rabbitmq-stream" "RabbitMQ stream" amqp "$amqp_rabbit" \
+    "1-topic-16-partitions-1kb-$mode" --queue-type stream --broker-process beam.smp "${extra[@]}" || true
+  run "1-stream-$mode-nats" "NATS JetStream" nats "$nats" "1-topic-16-partitions-1kb-$mode" \
+    --broker-process nats-server "${extra[@]}" || true
+done
+
+# 2. Task queue: strongest per-message durability, then each system's default.
+run 2-queue-strong-spool "Spool, fsync before confirm" amqp "$amqp_spool_fsync" task-queue \
+  --broker-pid "$spool_fsync_pid" --durability-note "spool --flush-messages 1: fsync before every confirm" || true
+run 2-queue-strong-rabbitmq-quorum "RabbitMQ quorum" amqp "$amqp_rabbit" task-queue \
+  --queue-type quorum --broker-process beam.smp --durability-note "quorum queue: fsync before confirm" || true
+run 2-queue-strong-rabbitmq-classic "RabbitMQ classic" amqp "$amqp_rabbit" task-queue \
+  --queue-type classic --broker-process beam.smp || true
+run 2-queue-default-spool "Spool" amqp "$amqp_spool" task-queue --broker-pid "$spool_pid" \
+  --durability-note "spool default: written before confirm, fsync every flush.ms" || true
+run 2-queue-default-nats "NATS JetStream" nats "$nats" task-queue --broker-process nats-server || true
+
+# 3. One Spool topic read as a stream (Kafka) and worked off as a queue (AMQP).
+run 3-same-topic-stream "Spool as a stream" kafka 127.0.0.1:39092 1-topic-1-partition-1kb \
+  --broker-pid "$spool_pid" || true
+run 3-same-topic-queue "Spool as a queue" amqp "$amqp_spool" task-queue --broker-pid "$spool_pid" || true
+
+"$spool" bench report "$out"/1-stream-max-rate-*.json --out "$out/1-stream-max-rate" --title "Streams, max rate"
+"$spool" bench report "$out"/1-stream-fixed-rate-*.json --out "$out/1-stream-fixed-rate" --title "Streams, fixed rate"
+"$spool" bench report "$out"/2-queue-*.json --out "$out/2-task-queue" --title "Task queue"
+"$spool" bench report "$out"/3-same-topic-*.json --out "$out/3-same-topic" --title "One topic, two models"
+echo "reports in $out/*/report.md"
