@@ -143,8 +143,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
 
     let mut timeline = Vec::new();
     let mut tick = Ticker::new(rec.clone(), start);
-    let mut usage: Option<BrokerUsage> = None;
-    if backlog {
+    let (published, publish, usage) = if backlog {
         // Produce the backlog, then drain it: the drain is the measured window's consume side.
         rec.start_window();
         let published = join_producers(producers).await?;
@@ -168,26 +167,58 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
         )
         .await;
         rec.end_window();
-        usage = sampler.as_ref().map(ProcessSampler::usage);
+        let usage = sampler.as_ref().map(ProcessSampler::usage);
         let publish = Throughput::new(p, publish_seconds, w.message_size);
-        return finish(
-            opts,
-            w,
-            driver,
-            consumers,
-            &topics,
-            &subs,
-            rec,
+        (published, publish, usage)
+    } else {
+        measure(
+            &w,
+            &rec,
+            &ctl,
+            producers,
             &subscriptions,
-            &published,
-            publish,
-            started_unix,
-            usage,
-            timeline,
+            tick,
+            sampler,
+            &mut timeline,
+            start,
+            progress,
         )
-        .await;
-    }
+        .await?
+    };
+    finish(
+        opts,
+        w,
+        driver,
+        consumers,
+        &topics,
+        &subs,
+        rec,
+        &subscriptions,
+        &published,
+        publish,
+        started_unix,
+        usage,
+        timeline,
+    )
+    .await
+}
 
+/// Warm-up, then the measured window with a point per second; then producers stop and the
+/// consumers drain. Returns what each producer sent, the window's publish throughput and the
+/// broker's usage in the window.
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    w: &Workload,
+    rec: &Recorder,
+    ctl: &Control,
+    producers: Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>,
+    subscriptions: &[Arc<Subscription>],
+    mut tick: Ticker,
+    mut sampler: Option<ProcessSampler>,
+    timeline: &mut Vec<TimelinePoint>,
+    start: Instant,
+    progress: bool,
+) -> anyhow::Result<(Vec<u64>, Throughput, Option<BrokerUsage>)> {
     let warmup_end = start + Duration::from_secs(w.warmup_seconds);
     let test_end = warmup_end + Duration::from_secs(w.test_seconds);
     let mut in_window = false;
@@ -214,13 +245,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
         }
     }
     rec.end_window();
-    usage = usage.or(sampler.as_ref().map(ProcessSampler::usage));
+    let usage = sampler.as_ref().map(ProcessSampler::usage);
     ctl.stop.store(true, Ordering::Release);
     let published = join_producers(producers).await?;
     drain(
-        &w,
+        w,
         &published,
-        &subscriptions,
+        subscriptions,
         &mut tick,
         &mut None,
         &mut Vec::new(),
@@ -229,22 +260,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunResult> {
     .await;
     let (p, _) = rec.counts();
     let publish = Throughput::new(p, rec.window_seconds(), w.message_size);
-    finish(
-        opts,
-        w,
-        driver,
-        consumers,
-        &topics,
-        &subs,
-        rec,
-        &subscriptions,
-        &published,
-        publish,
-        started_unix,
-        usage,
-        timeline,
-    )
-    .await
+    Ok((published, publish, usage))
 }
 
 /// Consumers (or rpc servers) for every subscription of every topic.
