@@ -588,7 +588,7 @@ impl Actor for QueueActor {
 }
 
 /// How a consumer settles deliveries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// Done: the record is finished.
     Ack,

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -28,6 +29,10 @@ pub struct AmqpDriver {
     pub queue_type: Option<String>,
     /// How many subscriptions each topic has, learned at `prepare`.
     subscriptions: Mutex<HashMap<String, usize>>,
+    /// The one connection producers and consumers open their channels on, as RabbitMQ
+    /// advises (and as OMB's RabbitMQ driver does): lapin runs a thread per connection, and a
+    /// thread per client would spend the shared cores switching between them.
+    shared: tokio::sync::Mutex<Option<Connection>>,
 }
 
 fn queue_name(topic: &str, subscription: &str, subscriptions: usize) -> String {
@@ -44,6 +49,7 @@ impl AmqpDriver {
             uri,
             queue_type,
             subscriptions: Mutex::default(),
+            shared: tokio::sync::Mutex::default(),
         }
     }
 
@@ -58,6 +64,19 @@ impl AmqpDriver {
             .with_context(|| format!("connecting to {}", self.uri))?;
         let ch = conn.create_channel().await?;
         Ok((conn, ch))
+    }
+
+    /// A new channel on the shared connection, opened on first use.
+    async fn shared_channel(&self) -> anyhow::Result<Channel> {
+        let mut shared = self.shared.lock().await;
+        if shared.as_ref().is_none_or(|c| !c.status().connected()) {
+            let conn = Connection::connect(&self.uri, ConnectionProperties::default())
+                .await
+                .with_context(|| format!("connecting to {}", self.uri))?;
+            *shared = Some(conn);
+        }
+        let conn = shared.as_ref().expect("connected above");
+        Ok(conn.create_channel().await?)
     }
 
     fn is_stream(&self) -> bool {
@@ -139,7 +158,7 @@ impl Driver for AmqpDriver {
 
     fn producer<'a>(&'a self, topic: &'a str) -> BoxFut<'a, Box<dyn Producer>> {
         Box::pin(async move {
-            let (conn, ch) = self.channel().await?;
+            let ch = self.shared_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
             let (exchange, routing_key) = if self.subscriptions_of(topic) > 1 {
                 (topic.to_string(), String::new())
@@ -147,7 +166,6 @@ impl Driver for AmqpDriver {
                 (String::new(), topic.to_string())
             };
             Ok(Box::new(AmqpProducer {
-                _conn: conn,
                 ch,
                 exchange: exchange.as_str().into(),
                 routing_key: routing_key.as_str().into(),
@@ -163,7 +181,7 @@ impl Driver for AmqpDriver {
         deliver: Deliver,
     ) -> BoxFut<'a, Box<dyn Consumer>> {
         Box::pin(async move {
-            let (conn, ch) = self.channel().await?;
+            let ch = self.shared_channel().await?;
             let prefetch = match reading {
                 Reading::Queue { prefetch } => prefetch,
                 Reading::Stream | Reading::Rpc => 1000,
@@ -187,18 +205,31 @@ impl Driver for AmqpDriver {
                 .await
                 .with_context(|| format!("consuming from {q}"))?;
             Ok(Box::new(TaskConsumer::spawn(move |mut stop| async move {
+                // Acks are sent as deliveries come, without waiting for each to be written
+                // before taking the next delivery (as pika's and amqplib's basic_ack do);
+                // a message counts as consumed once its ack is on the wire.
+                let mut acking = FuturesUnordered::new();
                 loop {
                     tokio::select! {
                         _ = stop.changed() => break,
+                        Some(acked) = acking.next(), if !acking.is_empty() => {
+                            let data: Vec<u8> = acked?;
+                            deliver(&data);
+                        }
                         d = deliveries.next() => {
                             let Some(d) = d else { break };
                             let d = d?;
-                            d.ack(BasicAckOptions::default()).await?;
-                            deliver(&d.data);
+                            acking.push(async move {
+                                d.ack(BasicAckOptions::default()).await?;
+                                anyhow::Ok(d.data)
+                            });
                         }
                     }
                 }
-                let _ = conn.close(200, "done".into()).await;
+                while let Some(acked) = acking.next().await {
+                    deliver(&acked?);
+                }
+                let _ = ch.close(200, "done".into()).await;
                 Ok(())
             })) as Box<dyn Consumer>)
         })
@@ -217,13 +248,16 @@ impl Driver for AmqpDriver {
                     .await?;
             }
             conn.close(200, "cleaned up".into()).await?;
+            if let Some(shared) = self.shared.lock().await.take() {
+                let _ = shared.close(200, "done".into()).await;
+            }
             Ok(())
         })
     }
 
     fn rpc_client<'a>(&'a self, topic: &'a str) -> BoxFut<'a, Box<dyn RpcClient>> {
         Box::pin(async move {
-            let (conn, ch) = self.channel().await?;
+            let ch = self.shared_channel().await?;
             // Direct reply-to: replies come straight back on this channel, no queue declared.
             let mut replies = ch
                 .basic_consume(
@@ -251,7 +285,6 @@ impl Driver for AmqpDriver {
                 }
             });
             Ok(Box::new(AmqpRpcClient {
-                _conn: conn,
                 ch,
                 queue: topic.into(),
                 next: AtomicU64::new(0),
@@ -263,7 +296,7 @@ impl Driver for AmqpDriver {
 
     fn rpc_server<'a>(&'a self, topic: &'a str, deliver: Deliver) -> BoxFut<'a, Box<dyn Consumer>> {
         Box::pin(async move {
-            let (conn, ch) = self.channel().await?;
+            let ch = self.shared_channel().await?;
             ch.basic_qos(100, BasicQosOptions::default()).await?;
             let mut requests = ch
                 .basic_consume(
@@ -293,7 +326,7 @@ impl Driver for AmqpDriver {
                         }
                     }
                 }
-                let _ = conn.close(200, "done".into()).await;
+                let _ = ch.close(200, "done".into()).await;
                 Ok(())
             })) as Box<dyn Consumer>)
         })
@@ -301,7 +334,6 @@ impl Driver for AmqpDriver {
 }
 
 struct AmqpProducer {
-    _conn: Connection,
     ch: Channel,
     exchange: ShortString,
     routing_key: ShortString,
@@ -334,7 +366,6 @@ impl Producer for AmqpProducer {
 }
 
 struct AmqpRpcClient {
-    _conn: Connection,
     ch: Channel,
     queue: ShortString,
     next: AtomicU64,

@@ -45,6 +45,10 @@ pub struct Staged {
     pub bytes: usize,
 }
 
+/// Settlements received since the last flush, by consumer and outcome, so that a queue gets
+/// one message (one dispatch, one journal write) for every ack of a read instead of one each.
+pub type StagedSettles = HashMap<(ConsumerId, Outcome), (Addr<QueueActor>, Vec<u64>)>;
+
 /// One queue's staged records: its partition, the records in publish order, and which
 /// staged messages they are.
 struct StagedQueue {
@@ -206,6 +210,7 @@ impl Connection {
                     )
                 );
                 if !streaming {
+                    self.flush_settles();
                     self.flush_publishes()?;
                 }
                 self.channel_method(id, method).await
@@ -273,6 +278,8 @@ impl Connection {
 
     /// Closes a channel for a soft error: channel.close now; frames until close-ok are dropped.
     pub fn close_channel(&mut self, id: u16, e: &AmqpError) {
+        // Acks received before the error count; what the channel still holds goes back.
+        self.flush_settles();
         self.drop_reply_consumer(id, None);
         if let Some(mut ch) = self.channels.remove(&id) {
             live::channels(-1);
@@ -906,23 +913,30 @@ impl Connection {
                 format!("unknown delivery tag {tag}"),
             ));
         }
-        let mut by_consumer: HashMap<ConsumerId, (Addr<QueueActor>, Vec<u64>)> = HashMap::new();
-        for t in tags {
-            let u = ch.unacked.remove(&t).expect("listed");
-            by_consumer
-                .entry(u.consumer)
+        let settled: Vec<Unacked> = tags
+            .iter()
+            .map(|t| ch.unacked.remove(t).expect("listed"))
+            .collect();
+        for u in settled {
+            self.settles
+                .entry((u.consumer, outcome))
                 .or_insert_with(|| (u.queue.clone(), Vec::new()))
                 .1
                 .push(u.offset);
         }
-        for (consumer, (queue, offsets)) in by_consumer {
+        Ok(())
+    }
+
+    /// Sends the staged settlements: before anything else reaches a queue (a cancel, a
+    /// channel's release), and at the end of every read.
+    pub fn flush_settles(&mut self) {
+        for ((consumer, outcome), (queue, offsets)) in self.settles.drain() {
             queue.do_send(SettleDeliveries {
                 consumer,
                 offsets,
                 outcome,
             });
         }
-        Ok(())
     }
 
     fn settle_all(&mut self, id: u16, outcome: Outcome) {

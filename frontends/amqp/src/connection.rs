@@ -84,6 +84,8 @@ pub struct Connection {
     pub overflowed: bool,
     /// Publishes waiting to be appended together (see `Connection::flush_publishes`).
     pub staged: crate::channel::Staged,
+    /// Settlements waiting to be sent together (see `Connection::flush_settles`).
+    pub settles: crate::channel::StagedSettles,
 }
 
 impl Connection {
@@ -152,6 +154,7 @@ pub async fn serve(
         publisher: false,
         overflowed: false,
         staged: Default::default(),
+        settles: Default::default(),
     };
     let mut io = Io {
         stream,
@@ -493,7 +496,9 @@ async fn run(
                             Err(e) => { result = Err(codec_error(e)); break; }
                         }
                     }
-                    // Everything published in this read goes out as one append per queue.
+                    // Everything published in this read goes out as one append per queue,
+                    // and everything settled as one message per consumer.
+                    conn.flush_settles();
                     result.and_then(|()| conn.flush_publishes())
                 }
             },
@@ -593,6 +598,7 @@ fn cleanup(conn: &mut Connection) {
     live::channels(-(conn.channels.len() as i64));
     // Publishes read before the end are appended, as a broker that had received them would.
     let _ = conn.flush_publishes();
+    conn.flush_settles();
     for ch in conn.channels.values_mut() {
         ch.release_all();
     }
