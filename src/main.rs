@@ -25,6 +25,11 @@ use tracing::info;
 
 use crate::config::ServeArgs;
 
+/// mimalloc instead of glibc's malloc: the broker allocates per message on every path (frames,
+/// records, actor messages), and glibc's allocator took about a fifth of its CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Spool: one durable partitioned log, served over the Kafka protocol.
 #[derive(Parser)]
 #[command(version, about)]
