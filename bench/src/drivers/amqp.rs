@@ -29,6 +29,8 @@ pub struct AmqpDriver {
     pub queue_type: Option<String>,
     /// How many subscriptions each topic has, learned at `prepare`.
     subscriptions: Mutex<HashMap<String, usize>>,
+    /// Stream queues read by a subscription already (see `consumer`).
+    stream_readers: Mutex<std::collections::HashSet<String>>,
     /// The one connection producers and consumers open their channels on, as RabbitMQ
     /// advises (and as OMB's RabbitMQ driver does): lapin runs a thread per connection, and a
     /// thread per client would spend the shared cores switching between them.
@@ -49,6 +51,7 @@ impl AmqpDriver {
             uri,
             queue_type,
             subscriptions: Mutex::default(),
+            stream_readers: Mutex::default(),
             shared: tokio::sync::Mutex::default(),
         }
     }
@@ -181,6 +184,22 @@ impl Driver for AmqpDriver {
         deliver: Deliver,
     ) -> BoxFut<'a, Box<dyn Consumer>> {
         Box::pin(async move {
+            let q = queue_name(topic, subscription, self.subscriptions_of(topic));
+            // A stream queue has no competing consumers: every AMQP consumer reads the whole
+            // stream (and single active consumer exists only in the stream protocol). The
+            // first consumer of a subscription reads it; the others stand by.
+            if self.is_stream()
+                && !self
+                    .stream_readers
+                    .lock()
+                    .expect("readers lock")
+                    .insert(q.clone())
+            {
+                return Ok(Box::new(TaskConsumer::spawn(move |mut stop| async move {
+                    let _ = stop.changed().await;
+                    Ok(())
+                })) as Box<dyn Consumer>);
+            }
             let ch = self.shared_channel().await?;
             let prefetch = match reading {
                 Reading::Queue { prefetch } => prefetch,
@@ -194,7 +213,6 @@ impl Driver for AmqpDriver {
                     AMQPValue::LongString("first".into()),
                 );
             }
-            let q = queue_name(topic, subscription, self.subscriptions_of(topic));
             let mut deliveries = ch
                 .basic_consume(
                     q.as_str().into(),
@@ -240,6 +258,7 @@ impl Driver for AmqpDriver {
             let (conn, ch) = self.channel().await?;
             for s in subscriptions {
                 let q = queue_name(topic, s, subscriptions.len());
+                self.stream_readers.lock().expect("readers lock").remove(&q);
                 ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                     .await?;
             }
