@@ -172,3 +172,82 @@ async fn queue_errors_are_json() {
         common::assert_json_error(what, response, want);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn declare_and_delete_over_http() {
+    let spool = Spool::start();
+    // Declared over HTTP with AMQP arguments; declaring again the same way is a no-op.
+    let args = r#"{"arguments": {"x-max-length": 2, "x-overflow": "reject-publish"}}"#;
+    for _ in 0..2 {
+        let (status, body) = spool.http("PUT", "/queues/work", Some(args));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(parse(&body)["ready"], json!(0), "{body}");
+    }
+    // lapin sees the same queue with the same arguments (a passive declare, then an
+    // equivalent one), and the length limit holds for what HTTP sends.
+    let conn = Connection::connect(&spool.amqp_uri(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut table = FieldTable::default();
+    table.insert("x-max-length".into(), AMQPValue::LongLongInt(2));
+    table.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    ch.queue_declare("work".into(), QueueDeclareOptions::durable(), table)
+        .await
+        .unwrap();
+    let (status, body) = spool.http_post(
+        "/queues/work/messages",
+        r#"{"messages":[{"body":"a"},{"body":"b"}]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let got = ch
+        .basic_get("work".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.delivery.data, br#""a""#);
+
+    for (what, response, want) in [
+        (
+            "redeclare with other arguments",
+            spool.http(
+                "PUT",
+                "/queues/work",
+                Some(r#"{"arguments": {"x-max-length": 5}}"#),
+            ),
+            409,
+        ),
+        (
+            "a body that is not JSON",
+            spool.http("PUT", "/queues/other", Some("{nope")),
+            400,
+        ),
+        (
+            "an unknown field",
+            spool.http("PUT", "/queues/other", Some(r#"{"durable": false}"#)),
+            400,
+        ),
+        (
+            "delete if empty, with a message in it",
+            spool.http("DELETE", "/queues/work?if_empty=true", None),
+            409,
+        ),
+    ] {
+        common::assert_json_error(what, response, want);
+    }
+
+    let (status, body) = spool.http("DELETE", "/queues/work", None);
+    assert_eq!(
+        (status, parse(&body)["messages"].clone()),
+        (200, json!(1)),
+        "{body}"
+    );
+    let (status, _) = spool.http_get("/queues/work");
+    assert_eq!(status, 404);
+    // Declared with no body at all: a plain durable queue.
+    let (status, body) = spool.http("PUT", "/queues/plain", None);
+    assert_eq!(status, 200, "{body}");
+}

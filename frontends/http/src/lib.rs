@@ -121,7 +121,7 @@ routes! {
     "/groups/{group}/members/{member}" => { get: members::describe, delete: members::leave },
     "/groups/{group}/members/{member}/records" => { get: members::poll },
     "/groups/{group}/members/{member}/offsets" => { post: members::commit },
-    "/queues/{queue}" => { get: queues::stats },
+    "/queues/{queue}" => { get: queues::stats, put: queues::declare, delete: queues::delete },
     "/queues/{queue}/messages" => { post: queues::send },
     "/queues/{queue}/receive" => { post: queues::receive },
     "/queues/{queue}/ack" => { post: queues::ack },

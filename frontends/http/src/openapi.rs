@@ -40,6 +40,8 @@ use crate::{groups, members, metrics, queues, records, topics};
         queues::ack,
         queues::nack,
         queues::stats,
+        queues::declare,
+        queues::delete,
     )
 )]
 pub struct ApiDoc;

@@ -5,7 +5,9 @@
 //!   for `visibility_ms`, waiting up to `wait_ms` for one; each comes with a `receipt`;
 //! - `POST /queues/{queue}/ack` and `/nack` (`requeue`, else dead-lettered or dropped) settle
 //!   receipts; an unsettled message goes back to the queue when its lease ends;
-//! - `GET /queues/{queue}` gives its counts.
+//! - `GET /queues/{queue}` gives its counts;
+//! - `PUT /queues/{queue}` declares a durable queue (with AMQP's `x-` arguments), as RabbitMQ's
+//!   management API does, and `DELETE /queues/{queue}?if_unused=&if_empty=` deletes one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -20,10 +22,11 @@ use spool_actors::queues::queue::{
     CountMessages, LeaseRecords, Outcome, QueueActor, SettleDeliveries,
 };
 use spool_actors::queues::record::{self, QueueRecord, EXCHANGE_HEADER};
-use spool_actors::queues::registry::FindQueue;
+use spool_actors::queues::registry::{DeclareQueue, DeleteQueue, FindQueue};
+use spool_actors::queues::routing::Arguments;
 use spool_actors::{Broker, BrokerError};
 
-use crate::errors::{broker_error, error};
+use crate::errors::{answered, broker_error, error};
 use crate::payload;
 
 /// HTTP clients own no AMQP connection: exclusive queues are not theirs.
@@ -322,6 +325,105 @@ pub async fn nack(
         Outcome::Reject
     };
     settle(&broker, &queue, body.into_inner(), outcome).await
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeclareBody {
+    /// Queue arguments as AMQP's queue.declare takes them: `x-message-ttl`,
+    /// `x-dead-letter-exchange`, `x-max-length`, `x-delivery-limit`, `x-max-priority`...
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    arguments: Arguments,
+}
+
+/// `PUT /queues/{queue}`: declares a durable queue; declaring it again with the same
+/// arguments is a no-op, with others a conflict (AMQP's PRECONDITION_FAILED).
+#[utoipa::path(
+    put,
+    path = "/queues/{queue}",
+    tag = "queues",
+    summary = "Declare a durable queue",
+    params(("queue" = String, Path, description = "Queue name")),
+    request_body(content = DeclareBody, description = "Optional: the queue's arguments"),
+    responses((status = 200, description = "Declared, with its counts"), (status = 400, description = "Bad name, body or argument"), (status = 409, description = "Exists with other arguments"))
+)]
+pub async fn declare(
+    broker: web::Data<Broker>,
+    queue: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let body: DeclareBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DeclareBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad body: {e}")),
+        }
+    };
+    let declared = broker
+        .queues
+        .send(DeclareQueue {
+            name: queue.to_string(),
+            passive: false,
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            arguments: body.arguments,
+            connection: HTTP_CONNECTION,
+        })
+        .await;
+    match answered(declared, "queue registry") {
+        Ok(q) => HttpResponse::Ok().json(json!({
+            "queue": q.name,
+            "ready": q.counts.ready,
+            "unacked": q.counts.unacked,
+            "consumers": q.counts.consumers,
+        })),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// Refuse (409) while the queue has consumers.
+    #[serde(default)]
+    if_unused: bool,
+    /// Refuse (409) while the queue holds messages.
+    #[serde(default)]
+    if_empty: bool,
+}
+
+/// `DELETE /queues/{queue}`: deletes a queue and its messages (consumers are cancelled).
+#[utoipa::path(
+    delete,
+    path = "/queues/{queue}",
+    tag = "queues",
+    summary = "Delete a queue",
+    params(("queue" = String, Path, description = "Queue name"), DeleteQuery),
+    responses((status = 200, description = "Deleted, with the messages it held"), (status = 409, description = "In use or not empty"))
+)]
+pub async fn delete(
+    broker: web::Data<Broker>,
+    queue: web::Path<String>,
+    q: web::Query<DeleteQuery>,
+) -> HttpResponse {
+    let deleted = broker
+        .queues
+        .send(DeleteQueue {
+            name: queue.to_string(),
+            if_unused: q.if_unused,
+            if_empty: q.if_empty,
+            connection: HTTP_CONNECTION,
+        })
+        .await;
+    match answered(deleted, "queue registry") {
+        Ok(messages) => {
+            HttpResponse::Ok().json(json!({"deleted": queue.as_str(), "messages": messages}))
+        }
+        Err(r) => r,
+    }
 }
 
 /// `GET /queues/{queue}`.
