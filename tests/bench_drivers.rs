@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use common::Spool;
 use spool_bench::driver::Driver;
-use spool_bench::drivers::{amqp::AmqpDriver, kafka::KafkaDriver, nats::NatsDriver};
+use spool_bench::drivers::{
+    amqp::AmqpDriver, http::HttpDriver, kafka::KafkaDriver, nats::NatsDriver,
+};
 use spool_bench::result::RunResult;
 use spool_bench::runner::{run, RunOptions};
 use spool_bench::workload::Workload;
@@ -193,6 +195,44 @@ async fn amqp_driver_on_spool_task_queue_fan_out_and_rpc() {
             "rpc",
             "producers_per_topic = 2\nconsumers_per_subscription = 2\nmax_in_flight = 4\n\
              producer_rate = 0",
+        ),
+    )
+    .await;
+    assert_exactly_once(&r);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_driver_on_spool_stream_and_task_queue() {
+    let spool = Spool::start();
+    let driver = || {
+        Arc::new(HttpDriver::new(format!(
+            "http://127.0.0.1:{}",
+            spool.http_port
+        )))
+    };
+    // Two consumer groups of two HTTP members each over 4 partitions: at least once.
+    let r = run_on(
+        driver(),
+        workload(
+            "stream",
+            "partitions_per_topic = 4
+subscriptions_per_topic = 2
+             consumers_per_subscription = 2
+producer_rate = 500",
+        ),
+    )
+    .await;
+    assert_complete(&r);
+    // Competing consumers leasing and acknowledging at max rate: exactly once.
+    let r = run_on(
+        driver(),
+        workload(
+            "queue",
+            "producers_per_topic = 2
+consumers_per_subscription = 3
+prefetch = 10
+             producer_rate = 0
+max_backlog = 2000",
         ),
     )
     .await;

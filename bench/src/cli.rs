@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::driver::Driver;
-use crate::drivers::{amqp::AmqpDriver, kafka::KafkaDriver, nats::NatsDriver};
+use crate::drivers::{amqp::AmqpDriver, http::HttpDriver, kafka::KafkaDriver, nats::NatsDriver};
 use crate::result::RunResult;
 use crate::runner::{run, RunOptions};
 use crate::workload::Workload;
@@ -30,6 +30,8 @@ pub enum DriverKind {
     Amqp,
     /// async-nats: NATS JetStream (file storage).
     Nats,
+    /// reqwest: Spool's HTTP front end (topics and consumer groups, or queues).
+    Http,
 }
 
 /// Options of `spool bench run`.
@@ -41,7 +43,8 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub driver: DriverKind,
     /// Where the system listens: a Kafka bootstrap (127.0.0.1:9092), an AMQP URI
-    /// (amqp://guest:guest@127.0.0.1:5672/%2f) or a NATS URL (nats://127.0.0.1:4222).
+    /// (amqp://guest:guest@127.0.0.1:5672/%2f), a NATS URL (nats://127.0.0.1:4222) or
+    /// Spool's HTTP base URL (http://127.0.0.1:8080).
     /// Defaults to Spool's listener for the driver (NATS: its default port).
     #[arg(long)]
     pub target: Option<String>,
@@ -117,6 +120,11 @@ impl RunArgs {
                     .clone()
                     .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
             }),
+            DriverKind::Http => Arc::new(HttpDriver::new(
+                self.target
+                    .clone()
+                    .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+            )),
         }
     }
 }
