@@ -6,7 +6,8 @@
 #   cargo build --release && bench/compare.sh [OUT_DIR]
 #
 # Needs rabbitmq-server and nats-server (see bench/README.md). Environment:
-#   TEST_SECONDS (default 30), WARMUP_SECONDS (5), RATE (fixed-rate runs, default 20000 msg/s),
+#   TEST_SECONDS (default 30), WARMUP_SECONDS (5), RATE (the fixed rate of the latency runs;
+#   default: half of what each system sustained at max rate),
 #   SPOOL (default target/release/spool).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,6 @@ out=${1:-bench-results}
 spool=${SPOOL:-target/release/spool}
 test_s=${TEST_SECONDS:-30}
 warm_s=${WARMUP_SECONDS:-5}
-rate=${RATE:-20000}
 work=$(mktemp -d)
 mkdir -p "$out"
 pids=()
@@ -51,6 +51,15 @@ run() { # result-name system driver target workload [options...]
     --system "$system" --test-seconds "$test_s" --warmup-seconds "$warm_s" \
     --out "$out/$name.json" "$@"
 }
+# Half of the rate a max-rate result sustained (its consume rate): the fixed rate for latency.
+half_of() { jq -r '[(.consume.msg_per_s / 2 | floor), 1] | max' "$out/$1.json"; }
+# A max-rate run, then a run at half the rate it sustained (unless RATE fixes one for all).
+run_max_and_half() { # result-name system driver target workload [options...]
+  local name=$1; shift
+  run "$name-max" "$@" || return 0
+  local r=${RATE:-$(half_of "$name-max")}
+  run "$name-half" "$@" --rate "$r" || true
+}
 
 start_spool spool 39092 35672 38080
 spool_pid=$last_pid
@@ -62,36 +71,45 @@ amqp_spool=amqp://guest:guest@127.0.0.1:35672/%2f
 amqp_spool_fsync=amqp://guest:guest@127.0.0.1:35772/%2f
 amqp_rabbit=amqp://guest:guest@127.0.0.1:35673/%2f
 nats=nats://127.0.0.1:34222
+stream=1-topic-16-partitions-1kb-max-rate
 
-# 1. Streams: 1 topic x 16 partitions x 1 KiB, max rate and fixed rate.
-for mode in max-rate fixed-rate; do
-  extra=(); [ "$mode" = fixed-rate ] && extra=(--rate "$rate")
-  run "1-stream-$mode-spool" "Spool" kafka 127.0.0.1:39092 "1-topic-16-partitions-1kb-$mode" \
-    --broker-pid "$spool_pid" "${extra[@]}" || true
-  run "1-stream-$mode-rabbitmq-stream" "RabbitMQ stream" amqp "$amqp_rabbit" \
-    "1-topic-16-partitions-1kb-$mode" --queue-type stream --broker-process beam.smp "${extra[@]}" || true
-  run "1-stream-$mode-nats" "NATS JetStream" nats "$nats" "1-topic-16-partitions-1kb-$mode" \
-    --broker-process nats-server "${extra[@]}" || true
-done
+# 1. Streams: 1 topic x 16 partitions x 1 KiB, at max rate and at half of it.
+run_max_and_half 1-stream-spool "Spool" kafka 127.0.0.1:39092 "$stream" --broker-pid "$spool_pid"
+run_max_and_half 1-stream-rabbitmq-stream "RabbitMQ stream" amqp "$amqp_rabbit" "$stream" \
+  --queue-type stream --broker-process beam.smp
+run_max_and_half 1-stream-nats "NATS JetStream" nats "$nats" "$stream" --broker-process nats-server
 
-# 2. Task queue: strongest per-message durability, then each system's default.
-run 2-queue-strong-spool "Spool, fsync before confirm" amqp "$amqp_spool_fsync" task-queue \
-  --broker-pid "$spool_fsync_pid" --durability-note "spool --flush-messages 1: fsync before every confirm" || true
-run 2-queue-strong-rabbitmq-quorum "RabbitMQ quorum" amqp "$amqp_rabbit" task-queue \
-  --queue-type quorum --broker-process beam.smp --durability-note "quorum queue: fsync before confirm" || true
-run 2-queue-strong-rabbitmq-classic "RabbitMQ classic" amqp "$amqp_rabbit" task-queue \
-  --queue-type classic --broker-process beam.smp || true
-run 2-queue-default-spool "Spool" amqp "$amqp_spool" task-queue --broker-pid "$spool_pid" \
-  --durability-note "spool default: written before confirm, fsync every flush.ms" || true
-run 2-queue-default-nats "NATS JetStream" nats "$nats" task-queue --broker-process nats-server || true
+# 2. Task queue: each system's strongest per-message durability, then its default.
+run_max_and_half 2-queue-strong-spool "Spool, fsync before confirm" amqp "$amqp_spool_fsync" \
+  task-queue --broker-pid "$spool_fsync_pid" \
+  --durability-note "spool --flush-messages 1: fsync before every confirm"
+run_max_and_half 2-queue-strong-rabbitmq-quorum "RabbitMQ quorum" amqp "$amqp_rabbit" task-queue \
+  --queue-type quorum --broker-process beam.smp --durability-note "quorum queue: fsync before confirm"
+run_max_and_half 2-queue-default-spool "Spool" amqp "$amqp_spool" task-queue \
+  --broker-pid "$spool_pid" --durability-note "spool default: written before confirm, fsync every flush.ms"
+run_max_and_half 2-queue-default-rabbitmq-classic "RabbitMQ classic" amqp "$amqp_rabbit" task-queue \
+  --queue-type classic --broker-process beam.smp
+run_max_and_half 2-queue-default-nats "NATS JetStream" nats "$nats" task-queue \
+  --broker-process nats-server --durability-note "nats-server 2.9 has no per-message fsync option"
 
-# 3. One Spool topic read as a stream (Kafka) and worked off as a queue (AMQP).
-run 3-same-topic-stream "Spool as a stream" kafka 127.0.0.1:39092 1-topic-1-partition-1kb \
+# 3. One Spool topic shape read as a stream (Kafka) and worked off as a queue (AMQP), and
+#    both again over HTTP.
+run 3-same-topic-kafka-stream "Spool, stream (kafka)" kafka 127.0.0.1:39092 task-queue \
+  --pattern stream --broker-pid "$spool_pid" || true
+run 3-same-topic-amqp-queue "Spool, queue (amqp)" amqp "$amqp_spool" task-queue \
   --broker-pid "$spool_pid" || true
-run 3-same-topic-queue "Spool as a queue" amqp "$amqp_spool" task-queue --broker-pid "$spool_pid" || true
+run 3-same-topic-http-stream "Spool, stream (http)" http http://127.0.0.1:38080 task-queue \
+  --pattern stream --broker-pid "$spool_pid" || true
+run 3-same-topic-http-queue "Spool, queue (http)" http http://127.0.0.1:38080 task-queue \
+  --broker-pid "$spool_pid" || true
 
-"$spool" bench report "$out"/1-stream-max-rate-*.json --out "$out/1-stream-max-rate" --title "Streams, max rate"
-"$spool" bench report "$out"/1-stream-fixed-rate-*.json --out "$out/1-stream-fixed-rate" --title "Streams, fixed rate"
-"$spool" bench report "$out"/2-queue-*.json --out "$out/2-task-queue" --title "Task queue"
-"$spool" bench report "$out"/3-same-topic-*.json --out "$out/3-same-topic" --title "One topic, two models"
+report() { # name title results...
+  local name=$1 title=$2; shift 2
+  "$spool" bench report "$@" --out "$out/$name" --title "$title"
+}
+report 1-stream-max-rate "Streams, max rate" "$out"/1-stream-*-max.json
+report 1-stream-half-rate "Streams, half of each system's max rate" "$out"/1-stream-*-half.json
+report 2-task-queue-max-rate "Task queue, max rate" "$out"/2-queue-*-max.json
+report 2-task-queue-half-rate "Task queue, half of each system's max rate" "$out"/2-queue-*-half.json
+report 3-same-topic "One topic, two models" "$out"/3-same-topic-*.json
 echo "reports in $out/*/report.md"

@@ -76,6 +76,9 @@ pub struct RunArgs {
     /// Overrides the workload's producer_rate (0: max rate).
     #[arg(long)]
     pub rate: Option<u64>,
+    /// Overrides the workload's pattern: the same workload run as a stream and as a queue.
+    #[arg(long, value_enum)]
+    pub pattern: Option<crate::workload::Pattern>,
     /// Where to save the result (default: results/<workload file>-<system>-<driver>.json).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -140,6 +143,9 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<RunResult> {
     }
     if let Some(r) = args.rate {
         workload.producer_rate = r;
+    }
+    if let Some(p) = args.pattern {
+        workload.pattern = p;
     }
     let broker_pid = match (&args.broker_pid, &args.broker_process) {
         (Some(pid), _) => Some(*pid),

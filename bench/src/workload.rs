@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 /// How the messages are consumed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pattern {
     /// Each subscription reads every message (a Kafka consumer group, a RabbitMQ stream or a
