@@ -65,7 +65,8 @@ pub struct ServeArgs {
     /// acknowledgement until it completes; 1 = fsync before every acknowledgement [default: never].
     #[arg(long, env = "SPOOL_FLUSH_MESSAGES")]
     pub flush_messages: Option<u64>,
-    /// Default `flush.ms`: background fsync at most this long after a write [default: 1000].
+    /// Default `flush.ms`: background fsync at most this long after a write, or sooner once 4 MiB
+    /// of a partition are unsynced [default: 1000].
     #[arg(long, env = "SPOOL_FLUSH_MS")]
     pub flush_ms: Option<u64>,
     /// Default `segment.bytes` [default: 1073741824].

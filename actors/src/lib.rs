@@ -31,4 +31,6 @@ mod samples_tests;
 #[cfg(test)]
 mod supervision_tests;
 #[cfg(test)]
+mod sync_ahead_tests;
+#[cfg(test)]
 mod test_support;

@@ -21,6 +21,11 @@ use crate::record_batch::{self, BatchHeader, LEADER_EPOCH_AT};
 use crate::BrokerError;
 
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
+/// A partition with a `flush.ms` policy also starts its background fsync once this much is
+/// unsynced, so that a busy partition's periodic fsync never has a whole interval of writes to
+/// push at once. At 200 MB/s over 16 partitions, one fsync a second each stalled appends
+/// behind the writeback (end-to-end p99 18 to 37 ms against 4.5 ms with no fsync at all).
+const SYNC_AHEAD_BYTES: u64 = 4 * 1024 * 1024;
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
 
 /// What this replica does for its partition.
@@ -456,7 +461,14 @@ impl Handler<AppendBatches> for PartitionActor {
     type Result = ResponseFuture<Result<AppendResult, BrokerError>>;
 
     fn handle(&mut self, msg: AppendBatches, ctx: &mut Context<Self>) -> Self::Result {
-        match self.append(msg.batches) {
+        let appended = self.append(msg.batches);
+        if self.log.is_some()
+            && self.log().config().flush_ms.is_some()
+            && self.log().unflushed_bytes() >= SYNC_AHEAD_BYTES
+        {
+            self.start_sync(ctx);
+        }
+        match appended {
             Err(e) => Box::pin(async move { Err(e) }),
             Ok((result, false)) => Box::pin(async move { Ok(result) }),
             Ok((result, true)) => {

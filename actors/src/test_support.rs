@@ -14,13 +14,18 @@ use crate::{Broker, BrokerConfig};
 
 /// A v2 batch header with `count` records of opaque bytes and a correct CRC.
 pub(crate) fn test_batch(count: i32) -> BytesMut {
+    test_batch_of(count, 20)
+}
+
+/// As [`test_batch`], with `bytes` bytes of records.
+pub(crate) fn test_batch_of(count: i32, bytes: usize) -> BytesMut {
     let mut b = vec![0u8; 61];
     b[16] = 2;
     b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
     b[35..43].copy_from_slice(&1_700_000_000_000i64.to_be_bytes());
     b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
     b[57..61].copy_from_slice(&count.to_be_bytes());
-    b.extend_from_slice(&[7u8; 20]);
+    b.resize(61 + bytes, 7);
     let len = (b.len() - 12) as i32;
     b[8..12].copy_from_slice(&len.to_be_bytes());
     let crc = crc32c::crc32c(&b[21..]);

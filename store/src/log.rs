@@ -26,6 +26,8 @@ pub struct Log {
     flushed_offset: u64,
     /// Entries appended since the last completed sync.
     unflushed_entries: u64,
+    /// Bytes appended since the last completed sync.
+    unflushed_bytes: u64,
     /// Files of segments rolled since the last sync: they still need an fsync.
     rolled_unsynced: Vec<File>,
     /// When the recovery checkpoint was last written (see [`CHECKPOINT_EVERY`]).
@@ -56,6 +58,7 @@ pub struct SyncJob {
     segment_base: u64,
     segment_size: u64,
     entries: u64,
+    bytes: u64,
 }
 
 impl SyncJob {
@@ -151,6 +154,7 @@ impl Log {
             log_start_offset,
             flushed_offset: next,
             unflushed_entries: 0,
+            unflushed_bytes: 0,
             rolled_unsynced: Vec::new(),
             checkpoint_written: std::time::Instant::now(),
         };
@@ -237,6 +241,7 @@ impl Log {
         let interval = self.config.index_interval_bytes;
         self.active_mut().append(base, parts, info, interval)?;
         self.unflushed_entries += info.last_offset_delta as u64 + 1;
+        self.unflushed_bytes += len as u64;
         let needs_sync = self
             .config
             .flush_messages
@@ -274,7 +279,7 @@ impl Log {
 
     /// Collects what an fsync must cover now. Index buffers are pushed to the OS here.
     pub fn prepare_sync(&mut self) -> Result<SyncJob, StoreError> {
-        let entries = self.unflushed_entries;
+        let (entries, bytes) = (self.unflushed_entries, self.unflushed_bytes);
         let mut files = std::mem::take(&mut self.rolled_unsynced);
         let active = self.active_mut();
         active.index.flush()?;
@@ -290,6 +295,7 @@ impl Log {
             segment_base: active.base_offset,
             segment_size: active.size,
             entries,
+            bytes,
         })
     }
 
@@ -297,6 +303,7 @@ impl Log {
     /// when the last one is older than [`CHECKPOINT_EVERY`].
     pub fn complete_sync(&mut self, job: &SyncJob) -> Result<(), StoreError> {
         self.unflushed_entries = self.unflushed_entries.saturating_sub(job.entries);
+        self.unflushed_bytes = self.unflushed_bytes.saturating_sub(job.bytes);
         if job.upto_offset > self.flushed_offset {
             self.flushed_offset = job.upto_offset;
         }
@@ -313,6 +320,11 @@ impl Log {
         self.complete_sync(&job)?;
         // At shutdown the checkpoint is as recent as the sync: the next start scans nothing.
         self.write_checkpoint_at(job.segment_base, job.segment_size, job.upto_offset)
+    }
+
+    /// Bytes appended and not yet covered by a completed sync.
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.unflushed_bytes
     }
 
     /// True when something was appended since the last sync.
