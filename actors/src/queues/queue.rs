@@ -439,29 +439,30 @@ impl QueueActor {
         let mut over_limit = Vec::new();
         let mut expired = Vec::new();
         let now = crate::offsets_journal::now_ms();
-        let mut idle_rounds = 0;
-        while self.state.available_count() > 0 && idle_rounds < self.turn.len() {
+        // Each consumer's priority and credit, looked up once: a dispatch hands out many
+        // records, and each one takes a unit of its consumer's credit.
+        let mut slots: Vec<(ConsumerId, i32, usize)> = self
+            .turn
+            .iter()
+            .map(|id| (*id, self.consumers[id].priority, self.credit(*id)))
+            .collect();
+        let mut next = 0;
+        while self.state.available_count() > 0 {
             // Consumers take turns within the highest priority that has credit (AMQP
             // consumer priorities, `x-priority`); lower ones get records only when those
             // cannot take more.
-            let Some(top) = self
-                .turn
-                .iter()
-                .filter(|id| self.credit(**id) > 0)
-                .map(|id| self.consumers[id].priority)
-                .max()
+            let Some(top) = slots.iter().filter(|s| s.2 > 0).map(|s| s.1).max() else {
+                break;
+            };
+            let n = slots.len();
+            let Some(i) = (0..n)
+                .map(|k| (next + k) % n)
+                .find(|&i| slots[i].2 > 0 && slots[i].1 == top)
             else {
                 break;
             };
-            let Some(id) = self.turn.pop_front() else {
-                break;
-            };
-            self.turn.push_back(id);
-            if self.consumers[&id].priority != top || self.credit(id) == 0 {
-                idle_rounds += 1;
-                continue;
-            }
-            idle_rounds = 0;
+            next = (i + 1) % n;
+            let id = slots[i].0;
             let (got, over) = self.state.acquire(id, 1, self.settings.delivery_limit);
             over_limit.extend(over);
             for a in got {
@@ -480,17 +481,18 @@ impl QueueActor {
                         record,
                     }));
                 match sent {
-                    Ok(()) => {}
+                    Ok(()) => slots[i].2 -= 1,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         // Its connection is behind: back in line, and its turn is over.
                         self.state.release(id, &[a.offset]);
-                        idle_rounds += 1;
+                        slots[i].2 = 0;
                         continue;
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         // Its connection is gone: so is the consumer, and what it held.
                         self.state.release(id, &[a.offset]);
                         self.drop_consumer(id, true);
+                        slots[i].2 = 0;
                         continue;
                     }
                 }
@@ -499,6 +501,13 @@ impl QueueActor {
                     settled.push((id, a.offset));
                 }
             }
+        }
+        // The next dispatch starts with the consumer after the last one served.
+        if let Some(pos) = slots
+            .get(next)
+            .and_then(|s| self.turn.iter().position(|id| *id == s.0))
+        {
+            self.turn.rotate_left(pos);
         }
         if !delivered.is_empty() {
             let redelivered = delivered.iter().filter(|a| a.redelivered).count() as u64;
