@@ -7,6 +7,7 @@
 
 use spool_metrics::live::{self, DeadLetterReason, DeliveryKind};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use tokio::sync::mpsc;
@@ -35,7 +36,8 @@ pub struct Delivery {
     pub consumer: ConsumerId,
     pub offset: u64,
     pub redelivered: bool,
-    pub record: QueueRecord,
+    /// Shared with the queue's read-ahead: a delivery does not copy the record.
+    pub record: Arc<QueueRecord>,
 }
 
 /// What a queue tells a consumer.
@@ -152,7 +154,7 @@ pub struct QueueActor {
     catalog: Catalog,
     journal: Addr<QueueStateJournal>,
     state: DeliveryState,
-    records: HashMap<u64, QueueRecord>,
+    records: HashMap<u64, Arc<QueueRecord>>,
     consumers: HashMap<ConsumerId, Consumer>,
     /// Consumers in the order they are offered records.
     turn: VecDeque<ConsumerId>,
@@ -310,7 +312,7 @@ impl QueueActor {
                 .map_or(0, |max| s.record.priority().min(max));
 
             ranked.push((s.offset, priority));
-            self.records.insert(s.offset, s.record);
+            self.records.insert(s.offset, Arc::new(s.record));
         }
         self.admitted = self.admitted.saturating_sub(ranked.len() as u64);
         self.state.add_read(&ranked, through);
@@ -364,7 +366,7 @@ impl QueueActor {
             .filter(|o| {
                 self.records
                     .get(o)
-                    .and_then(QueueRecord::expires_at_ms)
+                    .and_then(|r| r.expires_at_ms())
                     .is_some_and(|at| at <= now)
             })
             .collect();

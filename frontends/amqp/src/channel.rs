@@ -990,7 +990,7 @@ impl Connection {
                         consumer,
                         offset: 0,
                         redelivered: false,
-                        record,
+                        record: record.into(),
                     }));
                 }
                 None if p.mandatory => self.content(

@@ -212,7 +212,7 @@ pub async fn receive(
                                 !k.starts_with("amqp.") && !k.starts_with("spool.")
                             });
                         m.insert("headers".into(), payload::headers(own));
-                        let body = d.record.value.unwrap_or_default();
+                        let body = d.record.value.clone().unwrap_or_default();
                         payload::encode(&mut m, "body", Some(&body));
                         Value::Object(m)
                     })
