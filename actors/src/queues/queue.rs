@@ -155,6 +155,9 @@ pub struct QueueActor {
     journal: Addr<QueueStateJournal>,
     state: DeliveryState,
     records: HashMap<u64, Arc<QueueRecord>>,
+    /// Expiry times (ms) of the records in `records` that have one (per-message TTL or
+    /// `x-message-ttl`), parsed once when read.
+    expiries: HashMap<u64, i64>,
     consumers: HashMap<ConsumerId, Consumer>,
     /// Consumers in the order they are offered records.
     turn: VecDeque<ConsumerId>,
@@ -191,6 +194,7 @@ impl QueueActor {
             journal,
             state: DeliveryState::default(),
             records: HashMap::new(),
+            expiries: HashMap::new(),
             consumers: HashMap::new(),
             turn: VecDeque::new(),
             settings,
@@ -303,8 +307,11 @@ impl QueueActor {
         let mut ranked = Vec::with_capacity(stored.len());
         let mut expired = Vec::new();
         for s in stored.into_iter().filter(|s| s.offset >= from) {
-            if s.record.expires_at_ms().is_some_and(|at| at <= now) {
-                expired.push(s.offset);
+            if let Some(at) = s.record.expires_at_ms() {
+                self.expiries.insert(s.offset, at);
+                if at <= now {
+                    expired.push(s.offset);
+                }
             }
             let priority = self
                 .settings
@@ -359,21 +366,24 @@ impl QueueActor {
                 self.report_unused();
             }
         }
+        if self.expiries.is_empty() {
+            return;
+        }
         let now = crate::offsets_journal::now_ms();
         let due: Vec<u64> = self
             .state
             .available_offsets()
-            .filter(|o| {
-                self.records
-                    .get(o)
-                    .and_then(|r| r.expires_at_ms())
-                    .is_some_and(|at| at <= now)
-            })
+            .filter(|o| self.expired(*o, now))
             .collect();
         if !due.is_empty() {
             self.finish_archived(&due, Some(DeathReason::Expired));
             self.fill(ctx);
         }
+    }
+
+    /// Whether the record at `offset` has expired by `now` (ms).
+    fn expired(&self, offset: u64, now: i64) -> bool {
+        self.expiries.get(&offset).is_some_and(|at| *at <= now)
     }
 
     /// Archives records whoever holds them; with a reason, they are dead-lettered.
@@ -393,6 +403,7 @@ impl QueueActor {
                 live::dead_lettered(reason.metric(), done.len() as u64, dead_letter.is_some());
             }
             for o in done {
+                self.expiries.remove(o);
                 let Some(record) = self.records.remove(o) else {
                     continue;
                 };
@@ -468,11 +479,11 @@ impl QueueActor {
             let (got, over) = self.state.acquire(id, 1, self.settings.delivery_limit);
             over_limit.extend(over);
             for a in got {
-                let record = self.records[&a.offset].clone();
-                if record.expires_at_ms().is_some_and(|at| at <= now) {
+                if self.expired(a.offset, now) {
                     expired.push(a.offset);
                     continue;
                 }
+                let record = self.records[&a.offset].clone();
                 let auto_ack = self.consumers[&id].auto_ack;
                 let sent = self.consumers[&id]
                     .sink
@@ -728,11 +739,11 @@ impl QueueActor {
                 continue;
             }
             let a = got.into_iter().next()?;
-            let record = self.records[&a.offset].clone();
-            if record.expires_at_ms().is_some_and(|at| at <= now) {
+            if self.expired(a.offset, now) {
                 self.finish_archived(&[a.offset], Some(DeathReason::Expired));
                 continue;
             }
+            let record = self.records[&a.offset].clone();
             self.journal(DeliveryState::delivered_change(&[a]));
             let kind = if msg.auto_ack {
                 DeliveryKind::GetAutoAck
