@@ -27,6 +27,9 @@ pub struct PartitionInfo {
     pub leader_epoch: i32,
     pub replicas: Vec<i32>,
     pub local: Option<Addr<PartitionActor>>,
+    /// The arbiter (thread) the local replica's actor runs on, so that an actor which talks to
+    /// it for every message (a queue over it) can run beside it, with no thread hop between.
+    pub arbiter: Option<actix::dev::ArbiterHandle>,
     /// The local replica's offsets and size, as its actor last published them.
     pub stats: Arc<LogStats>,
 }

@@ -172,14 +172,15 @@ impl TopicRegistry {
             self.meta.clone(),
             stats.clone(),
         )?;
-        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+        let arbiter = self.arbiters[self.next_arbiter % self.arbiters.len()].clone();
         self.next_arbiter += 1;
-        let addr = PartitionActor::start_in_arbiter(arbiter, move |_| actor);
+        let addr = PartitionActor::start_in_arbiter(&arbiter, move |_| actor);
         Ok(PartitionInfo {
             leader: self.config.node_id,
             leader_epoch: 0,
             replicas: vec![self.config.node_id],
             local: Some(addr),
+            arbiter: Some(arbiter),
             stats,
         })
     }

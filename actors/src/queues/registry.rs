@@ -241,9 +241,17 @@ impl QueueRegistry {
             def.settings(),
         )
         .report_unused_to(me);
-        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
-        self.next_arbiter += 1;
-        QueueActor::start_in_arbiter(arbiter, move |_| actor)
+        // Beside its partition: every publish and read of the queue goes through that actor.
+        let beside = self
+            .catalog
+            .snapshot()
+            .partition(&def.topic, 0)
+            .and_then(|p| p.arbiter.clone());
+        let arbiter = beside.unwrap_or_else(|| {
+            self.next_arbiter += 1;
+            self.arbiters[(self.next_arbiter - 1) % self.arbiters.len()].clone()
+        });
+        QueueActor::start_in_arbiter(&arbiter, move |_| actor)
     }
 
     /// Publishes the routing table front ends read.
