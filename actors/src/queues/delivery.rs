@@ -53,6 +53,19 @@ pub enum Change {
     Delivered(Vec<(u64, u32)>),
 }
 
+/// Offsets one journaled change lists at most. A purge or retention can finish millions of
+/// unread records at once; as one JSON frame they would pass the journal's frame limit.
+pub const FINISHED_PER_CHANGE: u64 = 100_000;
+
+impl Change {
+    /// `from..to` finished, as changes of at most [`FINISHED_PER_CHANGE`] offsets each.
+    pub fn finished_range(from: u64, to: u64) -> impl Iterator<Item = Change> {
+        (from..to)
+            .step_by(FINISHED_PER_CHANGE as usize)
+            .map(move |lo| Change::Finished((lo..(lo + FINISHED_PER_CHANGE).min(to)).collect()))
+    }
+}
+
 /// What a restart needs: the start, the finished records above it and the delivery counts of
 /// the unfinished ones that were ever delivered.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -356,6 +369,26 @@ mod tests {
     fn read(state: &mut DeliveryState, offsets: std::ops::Range<u64>) {
         let records: Vec<(u64, u8)> = offsets.clone().map(|o| (o, 0)).collect();
         state.add_read(&records, offsets.end);
+    }
+
+    #[test]
+    fn a_large_finished_range_is_journaled_in_bounded_changes() {
+        let to = 2 * FINISHED_PER_CHANGE + 7;
+        let changes: Vec<Change> = Change::finished_range(5, to).collect();
+        assert_eq!(changes.len(), 3);
+        let mut durable = Durable::default();
+        for c in &changes {
+            let Change::Finished(o) = c else {
+                panic!("{c:?}")
+            };
+            assert!(o.len() as u64 <= FINISHED_PER_CHANGE);
+            DeliveryState::replay(&mut durable, c);
+        }
+        // Replayed, they finish exactly 5..to: with 0..5 still open, all are held as finished.
+        assert_eq!(durable.finished.len() as u64, to - 5);
+        assert_eq!(durable.finished.first(), Some(&5));
+        assert_eq!(durable.finished.last(), Some(&(to - 1)));
+        assert_eq!(Change::finished_range(9, 9).count(), 0);
     }
 
     #[test]

@@ -259,9 +259,10 @@ impl QueueActor {
                         act.read_once = true;
                         if from < start {
                             warn!(queue = %act.name, from, start, "records removed before delivery");
-                            let gone: Vec<u64> = (from..start).collect();
                             act.state.add_read(&[], start);
-                            act.journal(Change::Finished(gone));
+                            for change in Change::finished_range(from, start) {
+                                act.journal(change);
+                            }
                         }
                     }
                     Ok(Err(e)) => warn!(queue = %act.name, error = %e, "queue read failed"),
@@ -954,7 +955,9 @@ impl Handler<PurgeReady> for QueueActor {
         if unread > 0 {
             let from = self.state.read_to();
             self.state.add_read(&[], self.log_end);
-            self.journal(Change::Finished((from..self.log_end).collect()));
+            for change in Change::finished_range(from, self.log_end) {
+                self.journal(change);
+            }
         }
         MessageResult(ready.len() as u64 + unread)
     }
