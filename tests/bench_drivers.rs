@@ -60,6 +60,10 @@ async fn run_on(driver: Arc<dyn Driver>, workload: Workload) -> RunResult {
     .unwrap()
 }
 
+/// Competing consumers at max rate, held back by flow control: a queue workload's settings.
+const COMPETING_CONSUMERS: &str = "producers_per_topic = 2\nconsumers_per_subscription = 3\n\
+    prefetch = 10\nproducer_rate = 0\nmax_backlog = 2000";
+
 /// Every subscription got every message at least once, and the run measured something.
 fn assert_complete(r: &RunResult) {
     assert_eq!(r.errors, 0, "{r:#?}");
@@ -170,15 +174,7 @@ async fn amqp_driver_on_spool_task_queue_fan_out_and_rpc() {
     let spool = Spool::start();
     let driver = || Arc::new(AmqpDriver::new(spool.amqp_uri(), None));
     // Competing consumers at max rate, with flow control: exactly once.
-    let r = run_on(
-        driver(),
-        workload(
-            "queue",
-            "producers_per_topic = 2\nconsumers_per_subscription = 3\nprefetch = 10\n\
-             producer_rate = 0\nmax_backlog = 2000",
-        ),
-    )
-    .await;
+    let r = run_on(driver(), workload("queue", COMPETING_CONSUMERS)).await;
     assert_exactly_once(&r);
     let r = run_on(
         driver(),
@@ -215,27 +211,14 @@ async fn http_driver_on_spool_stream_and_task_queue() {
         driver(),
         workload(
             "stream",
-            "partitions_per_topic = 4
-subscriptions_per_topic = 2
-             consumers_per_subscription = 2
-producer_rate = 500",
+            "partitions_per_topic = 4\nsubscriptions_per_topic = 2\n\
+             consumers_per_subscription = 2\nproducer_rate = 500",
         ),
     )
     .await;
     assert_complete(&r);
     // Competing consumers leasing and acknowledging at max rate: exactly once.
-    let r = run_on(
-        driver(),
-        workload(
-            "queue",
-            "producers_per_topic = 2
-consumers_per_subscription = 3
-prefetch = 10
-             producer_rate = 0
-max_backlog = 2000",
-        ),
-    )
-    .await;
+    let r = run_on(driver(), workload("queue", COMPETING_CONSUMERS)).await;
     assert_exactly_once(&r);
 }
 

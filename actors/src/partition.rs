@@ -462,10 +462,10 @@ impl Handler<AppendBatches> for PartitionActor {
 
     fn handle(&mut self, msg: AppendBatches, ctx: &mut Context<Self>) -> Self::Result {
         let appended = self.append(msg.batches);
-        if self.log.is_some()
-            && self.log().config().flush_ms.is_some()
-            && self.log().unflushed_bytes() >= SYNC_AHEAD_BYTES
-        {
+        let sync_ahead = self.log.as_ref().is_some_and(|log| {
+            log.config().flush_ms.is_some() && log.unflushed_bytes() >= SYNC_AHEAD_BYTES
+        });
+        if sync_ahead {
             self.start_sync(ctx);
         }
         match appended {

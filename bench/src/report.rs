@@ -102,6 +102,23 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 
 const SIZE: (u32, u32) = (1200, 700);
 
+/// Draws a chart's legend at `position` and writes the drawing out.
+fn finish<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(position)
+        .label_font(("sans-serif", 16))
+        .draw()
+        .map_err(plot_err)?;
+    root.present().map_err(plot_err)
+}
+
 fn throughput<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     runs: &[RunResult],
@@ -148,15 +165,7 @@ fn throughput<DB: DrawingBackend>(
             .label(label(r))
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 16))
-        .draw()
-        .map_err(plot_err)?;
-    root.present().map_err(plot_err)
+    finish(&root, &mut chart, SeriesLabelPosition::UpperRight)
 }
 
 const QUANTILES: [&str; 6] = ["p50", "p75", "p95", "p99", "p99.9", "max"];
@@ -221,15 +230,7 @@ fn latency<DB: DrawingBackend>(
             )
             .map_err(plot_err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 16))
-        .draw()
-        .map_err(plot_err)?;
-    root.present().map_err(plot_err)
+    finish(&root, &mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 fn timeline<DB: DrawingBackend>(
@@ -288,15 +289,7 @@ fn timeline<DB: DrawingBackend>(
             .draw_series(LineSeries::new(consume, color.stroke_width(1)))
             .map_err(plot_err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(("sans-serif", 16))
-        .draw()
-        .map_err(plot_err)?;
-    root.present().map_err(plot_err)
+    finish(&root, &mut chart, SeriesLabelPosition::LowerRight)
 }
 
 /// Writes report.md and every plot as SVG and PNG into `out`; returns the files written.

@@ -302,23 +302,27 @@ impl Log {
     /// Records a completed sync: moves the flushed offset, and writes the recovery checkpoint
     /// when the last one is older than [`CHECKPOINT_EVERY`].
     pub fn complete_sync(&mut self, job: &SyncJob) -> Result<(), StoreError> {
+        let due = self.checkpoint_written.elapsed() >= CHECKPOINT_EVERY;
+        self.record_sync(job, due)
+    }
+
+    /// Synchronous flush (on shutdown and in tests). The checkpoint is always written: the
+    /// next start scans nothing.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        let job = self.prepare_sync()?;
+        job.run().map_err(StoreError::io(&self.dir))?;
+        self.record_sync(&job, true)
+    }
+
+    fn record_sync(&mut self, job: &SyncJob, checkpoint: bool) -> Result<(), StoreError> {
         self.unflushed_entries = self.unflushed_entries.saturating_sub(job.entries);
         self.unflushed_bytes = self.unflushed_bytes.saturating_sub(job.bytes);
         if job.upto_offset > self.flushed_offset {
             self.flushed_offset = job.upto_offset;
         }
-        if self.checkpoint_written.elapsed() < CHECKPOINT_EVERY {
+        if !checkpoint {
             return Ok(());
         }
-        self.write_checkpoint_at(job.segment_base, job.segment_size, job.upto_offset)
-    }
-
-    /// Synchronous flush (on shutdown and in tests).
-    pub fn flush(&mut self) -> Result<(), StoreError> {
-        let job = self.prepare_sync()?;
-        job.run().map_err(StoreError::io(&self.dir))?;
-        self.complete_sync(&job)?;
-        // At shutdown the checkpoint is as recent as the sync: the next start scans nothing.
         self.write_checkpoint_at(job.segment_base, job.segment_size, job.upto_offset)
     }
 

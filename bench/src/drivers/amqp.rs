@@ -31,7 +31,7 @@ pub struct AmqpDriver {
     subscriptions: Mutex<HashMap<String, usize>>,
     /// Stream queues read by a subscription already (see `consumer`).
     stream_readers: Mutex<std::collections::HashSet<String>>,
-    /// The one connection producers and consumers open their channels on, as RabbitMQ
+    /// The one connection every channel of the driver is opened on, as RabbitMQ
     /// advises (and as OMB's RabbitMQ driver does): lapin runs a thread per connection, and a
     /// thread per client would spend the shared cores switching between them.
     shared: tokio::sync::Mutex<Option<Connection>>,
@@ -59,14 +59,6 @@ impl AmqpDriver {
     fn subscriptions_of(&self, topic: &str) -> usize {
         let subs = self.subscriptions.lock().expect("subscriptions lock");
         subs.get(topic).copied().unwrap_or(1)
-    }
-
-    async fn channel(&self) -> anyhow::Result<(Connection, Channel)> {
-        let conn = Connection::connect(&self.uri, ConnectionProperties::default())
-            .await
-            .with_context(|| format!("connecting to {}", self.uri))?;
-        let ch = conn.create_channel().await?;
-        Ok((conn, ch))
     }
 
     /// A new channel on the shared connection, opened on first use.
@@ -114,7 +106,7 @@ impl Driver for AmqpDriver {
                 .lock()
                 .expect("subscriptions lock")
                 .insert(topic.to_string(), subscriptions.len());
-            let (conn, ch) = self.channel().await?;
+            let ch = self.shared_channel().await?;
             let mut args = FieldTable::default();
             if let Some(t) = &self.queue_type {
                 args.insert(
@@ -154,7 +146,7 @@ impl Driver for AmqpDriver {
                     .await?;
                 }
             }
-            conn.close(200, "prepared".into()).await?;
+            ch.close(200, "prepared".into()).await?;
             Ok(())
         })
     }
@@ -255,7 +247,7 @@ impl Driver for AmqpDriver {
 
     fn cleanup<'a>(&'a self, topic: &'a str, subscriptions: &'a [String]) -> BoxFut<'a, ()> {
         Box::pin(async move {
-            let (conn, ch) = self.channel().await?;
+            let ch = self.shared_channel().await?;
             for s in subscriptions {
                 let q = queue_name(topic, s, subscriptions.len());
                 self.stream_readers.lock().expect("readers lock").remove(&q);
@@ -266,7 +258,7 @@ impl Driver for AmqpDriver {
                 ch.exchange_delete(topic.into(), ExchangeDeleteOptions::default())
                     .await?;
             }
-            conn.close(200, "cleaned up".into()).await?;
+            ch.close(200, "cleaned up".into()).await?;
             if let Some(shared) = self.shared.lock().await.take() {
                 let _ = shared.close(200, "done".into()).await;
             }

@@ -42,6 +42,16 @@ impl HttpDriver {
             client: reqwest::Client::new(),
         }
     }
+
+    /// Whether `topic` was prepared as a queue (it decides the endpoints).
+    async fn is_queue(&self, topic: &str) -> anyhow::Result<bool> {
+        let resp = self
+            .client
+            .get(format!("{}/queues/{topic}", self.base))
+            .send()
+            .await?;
+        Ok(resp.status().is_success())
+    }
 }
 
 /// The body of a 2xx answer as JSON, or the error the broker answered with.
@@ -145,20 +155,15 @@ impl Driver for HttpDriver {
 
     fn producer<'a>(&'a self, topic: &'a str) -> BoxFut<'a, Box<dyn Producer>> {
         Box::pin(async move {
-            // Whether the topic is a queue decides the endpoint.
-            let resp = self
-                .client
-                .get(format!("{}/queues/{topic}", self.base))
-                .send()
-                .await?;
-            let url = if resp.status().is_success() {
+            let queue = self.is_queue(topic).await?;
+            let url = if queue {
                 format!("{}/queues/{topic}/messages", self.base)
             } else {
                 format!("{}/topics/{topic}/records", self.base)
             };
             Ok(Box::new(HttpProducer {
                 client: self.client.clone(),
-                queue: url.ends_with("/messages"),
+                queue,
                 url: Arc::from(url),
                 slots: Arc::new(Semaphore::new(CONNECTIONS_PER_PRODUCER)),
             }) as Box<dyn Producer>)
@@ -249,12 +254,7 @@ impl Driver for HttpDriver {
 
     fn cleanup<'a>(&'a self, topic: &'a str, _subscriptions: &'a [String]) -> BoxFut<'a, ()> {
         Box::pin(async move {
-            let queue = self
-                .client
-                .get(format!("{}/queues/{topic}", self.base))
-                .send()
-                .await?;
-            let url = if queue.status().is_success() {
+            let url = if self.is_queue(topic).await? {
                 format!("{}/queues/{topic}", self.base)
             } else {
                 format!("{}/topics/{topic}", self.base)

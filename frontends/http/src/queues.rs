@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use spool_actors::partition::{queue_append, AwaitRecords};
 use spool_actors::queues::delivery::{next_consumer_id, ConsumerId};
 use spool_actors::queues::queue::{
-    CountMessages, LeaseRecords, Outcome, QueueActor, SettleDeliveries,
+    CountMessages, LeaseRecords, Outcome, QueueActor, QueueCounts, SettleDeliveries,
 };
 use spool_actors::queues::record::{self, QueueRecord, EXCHANGE_HEADER};
 use spool_actors::queues::registry::{DeclareQueue, DeleteQueue, FindQueue};
@@ -374,12 +374,7 @@ pub async fn declare(
         })
         .await;
     match answered(declared, "queue registry") {
-        Ok(q) => HttpResponse::Ok().json(json!({
-            "queue": q.name,
-            "ready": q.counts.ready,
-            "unacked": q.counts.unacked,
-            "consumers": q.counts.consumers,
-        })),
+        Ok(q) => HttpResponse::Ok().json(counts(&q.name, &q.counts)),
         Err(r) => r,
     }
 }
@@ -441,10 +436,15 @@ pub async fn stats(broker: web::Data<Broker>, queue: web::Path<String>) -> HttpR
         Err(r) => return r,
     };
     let c = addr.send(CountMessages).await.unwrap_or_default();
-    HttpResponse::Ok().json(json!({
-        "queue": queue.as_str(),
+    HttpResponse::Ok().json(counts(&queue, &c))
+}
+
+/// A queue's counts as the API shows them (stats and declare answers).
+fn counts(queue: &str, c: &QueueCounts) -> Value {
+    json!({
+        "queue": queue,
         "ready": c.ready,
         "unacked": c.unacked,
         "consumers": c.consumers,
-    }))
+    })
 }
