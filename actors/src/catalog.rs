@@ -68,6 +68,19 @@ impl CatalogSnapshot {
             .partitions
             .get(usize::try_from(partition).ok()?)
     }
+
+    /// The partition of `topic` that publish number `turn` of a keyless publisher goes to:
+    /// turns go round the partitions, which is how a queue of many partitions spreads its
+    /// publishes.
+    pub fn spread(&self, topic: &str, turn: u64) -> Option<(i32, &PartitionInfo)> {
+        let partitions = &self.topics.get(topic)?.partitions;
+        let n = partitions.len() as u64;
+        if n == 0 {
+            return None;
+        }
+        let i = (turn % n) as usize;
+        Some((i as i32, &partitions[i]))
+    }
 }
 
 /// Shared handle to the current snapshot.

@@ -322,6 +322,18 @@ impl DeliveryState {
             .is_some_and(|h| h.contains(&offset))
     }
 
+    /// The next record to deliver: its priority and offset.
+    pub fn next_available(&self) -> Option<(u8, u64)> {
+        self.available
+            .first()
+            .map(|(rank, offset)| (u8::MAX - rank, *offset))
+    }
+
+    /// True when the record at `offset` is read and not finished.
+    pub fn is_pending(&self, offset: u64) -> bool {
+        self.pending.contains_key(&offset)
+    }
+
     /// Available offsets, best first (for purges and expiry scans).
     pub fn available_offsets(&self) -> impl Iterator<Item = u64> + '_ {
         self.available.iter().map(|(_, o)| *o)

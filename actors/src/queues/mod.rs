@@ -3,6 +3,7 @@
 
 pub mod delivery;
 pub mod queue;
+mod queue_partition;
 pub mod record;
 pub mod registry;
 pub mod routing;

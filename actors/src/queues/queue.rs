@@ -2,8 +2,11 @@
 //! log ahead of its consumers, hands records out by prefetch credit in turn, and journals every
 //! change so that a restart neither loses nor re-delivers an acknowledged record.
 //!
-//! Publishing does not pass through here: publishers append to the queue's partition (the only
-//! writer of the log), and the queue learns of new records by waiting on that partition.
+//! Publishing does not pass through here: publishers append to the queue's partitions (each
+//! the only writer of its log), and the queue learns of new records by waiting on them. A queue
+//! of many partitions (`x-partitions`) keeps one delivery state per partition and serves them
+//! all from this one actor, so prefetch, consumer priorities and `x-max-length` hold across the
+//! whole queue; deliveries take the best record of any partition (priority, then publish time).
 
 use spool_metrics::live::{self, DeadLetterReason, DeliveryKind};
 use std::collections::{HashMap, VecDeque};
@@ -13,7 +16,8 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::delivery::{Change, ConsumerId, DeliveryState};
+use super::delivery::{Acquired, Change, ConsumerId, DeliveryState, Durable};
+use super::queue_partition::QueuePartition;
 use super::record::{self, QueueRecord};
 use super::routing::Routes;
 use super::state_journal::{Barrier, LoadQueueState, QueueStateJournal, RecordQueueChange};
@@ -30,11 +34,18 @@ const EXPIRY_SCAN: std::time::Duration = std::time::Duration::from_millis(100);
 /// Deliveries buffered for a consumer without acknowledgements before it is skipped.
 pub const AUTO_ACK_WINDOW: usize = 512;
 
+/// Where a queue's record is: a partition of the queue's topic and an offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordId {
+    pub partition: i32,
+    pub offset: u64,
+}
+
 /// One record handed to a consumer.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub consumer: ConsumerId,
-    pub offset: u64,
+    pub id: RecordId,
     pub redelivered: bool,
     /// Shared with the queue's read-ahead: a delivery does not copy the record.
     pub record: Arc<QueueRecord>,
@@ -153,11 +164,10 @@ pub struct QueueActor {
     topic: String,
     catalog: Catalog,
     journal: Addr<QueueStateJournal>,
-    state: DeliveryState,
-    records: HashMap<u64, Arc<QueueRecord>>,
-    /// Expiry times (ms) of the records in `records` that have one (per-message TTL or
-    /// `x-message-ttl`), parsed once when read.
-    expiries: HashMap<u64, i64>,
+    /// One per partition of the topic, indexed by partition.
+    parts: Vec<QueuePartition>,
+    /// Durable state loaded for partitions the catalog does not show yet.
+    recovered: std::collections::BTreeMap<i32, Durable>,
     consumers: HashMap<ConsumerId, Consumer>,
     /// Consumers in the order they are offered records.
     turn: VecDeque<ConsumerId>,
@@ -170,12 +180,8 @@ pub struct QueueActor {
     /// Where to report that the queue should be deleted (auto-delete, `x-expires`).
     unused: Option<Recipient<QueueUnused>>,
     last_used: std::time::Instant,
-    reading: bool,
-    waiting: bool,
-    /// The high watermark of the last read.
-    log_end: u64,
-    /// The log has been read at least once (until then `log_end` is unknown).
-    read_once: bool,
+    /// Dead letters sent, to spread them over a target's partitions.
+    dead_letters: u64,
 }
 
 impl QueueActor {
@@ -192,9 +198,8 @@ impl QueueActor {
             topic,
             catalog,
             journal,
-            state: DeliveryState::default(),
-            records: HashMap::new(),
-            expiries: HashMap::new(),
+            parts: Vec::new(),
+            recovered: Default::default(),
             consumers: HashMap::new(),
             turn: VecDeque::new(),
             settings,
@@ -203,51 +208,74 @@ impl QueueActor {
             admitted: 0,
             unused: None,
             last_used: std::time::Instant::now(),
-            reading: false,
-            waiting: false,
-            log_end: 0,
-            read_once: false,
+            dead_letters: 0,
         }
     }
 
-    fn partition(&self) -> Option<Addr<PartitionActor>> {
+    fn partition(&self, p: usize) -> Option<Addr<PartitionActor>> {
         self.catalog
             .snapshot()
-            .partition(&self.topic, 0)
+            .partition(&self.topic, p as i32)
             .and_then(|p| p.local.clone())
     }
 
-    fn journal(&self, change: Change) {
+    /// Follows the topic's partition count: partitions added to it (a Kafka client's
+    /// CreatePartitions) become part of the queue.
+    fn track_partitions(&mut self) {
+        let n = self
+            .catalog
+            .snapshot()
+            .topic(&self.topic)
+            .map_or(0, |t| t.partitions.len());
+        while self.parts.len() < n {
+            let p = self.parts.len() as i32;
+            let durable = self.recovered.remove(&p).unwrap_or_default();
+            self.parts.push(QueuePartition::recover(durable));
+        }
+    }
+
+    fn journal(&self, p: usize, change: Change) {
         self.journal.do_send(RecordQueueChange {
             queue: self.name.clone(),
+            partition: p as i32,
             change,
         });
     }
 
-    /// Reads more of the log when the read-ahead has room, or waits for new records.
+    /// Reads more of each partition's log when its read-ahead has room, or waits for new
+    /// records.
     fn fill(&mut self, ctx: &mut Context<Self>) {
-        if self.reading || self.state.available_count() >= READ_AHEAD {
+        self.track_partitions();
+        for p in 0..self.parts.len() {
+            self.fill_partition(p, ctx);
+        }
+    }
+
+    fn fill_partition(&mut self, p: usize, ctx: &mut Context<Self>) {
+        let part = &self.parts[p];
+        if part.reading || part.state.available_count() >= READ_AHEAD {
             return;
         }
-        let Some(addr) = self.partition() else {
+        let Some(addr) = self.partition(p) else {
             return;
         };
-        let from = self.state.read_to();
-        if from < self.log_end || !self.read_once {
-            self.reading = true;
+        let from = part.state.read_to();
+        if from < part.log_end || !part.read_once {
+            self.parts[p].reading = true;
             let read = addr.send(ReadRecords {
                 offset: from,
                 max_bytes: READ_BYTES,
             });
             ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
-                act.reading = false;
+                act.parts[p].reading = false;
                 match res {
                     Ok(Ok(r)) => {
-                        if !act.take_read(from, r.records, r.high_watermark, r.log_start_offset) {
+                        if !act.take_read(p, from, r.records, r.high_watermark, r.log_start_offset)
+                        {
                             // Retry later rather than spin on a batch that does not decode.
-                            act.reading = true;
-                            ctx.run_later(std::time::Duration::from_secs(1), |act, ctx| {
-                                act.reading = false;
+                            act.parts[p].reading = true;
+                            ctx.run_later(std::time::Duration::from_secs(1), move |act, ctx| {
+                                act.parts[p].reading = false;
                                 act.fill(ctx);
                             });
                             return;
@@ -255,13 +283,14 @@ impl QueueActor {
                     }
                     Ok(Err(BrokerError::OffsetOutOfRange { start, end, .. })) => {
                         // Retention removed records the queue had not finished: skip them.
-                        act.log_end = end;
-                        act.read_once = true;
+                        let part = &mut act.parts[p];
+                        part.log_end = end;
+                        part.read_once = true;
                         if from < start {
-                            warn!(queue = %act.name, from, start, "records removed before delivery");
-                            act.state.add_read(&[], start);
+                            warn!(queue = %act.name, partition = p, from, start, "records removed before delivery");
+                            part.state.add_read(&[], start);
                             for change in Change::finished_range(from, start) {
-                                act.journal(change);
+                                act.journal(p, change);
                             }
                         }
                     }
@@ -270,76 +299,74 @@ impl QueueActor {
                 }
                 act.dispatch(ctx);
             }));
-        } else if !self.waiting {
-            self.waiting = true;
+        } else if !part.waiting {
+            self.parts[p].waiting = true;
             let wait = addr.send(AwaitRecords { offset: from });
             ctx.spawn(wait.into_actor(self).map(move |res, act, ctx| {
-                act.waiting = false;
+                act.parts[p].waiting = false;
                 if res.is_ok() {
                     // Something was appended: the next fill reads it.
-                    act.log_end = act.log_end.max(from + 1);
+                    let part = &mut act.parts[p];
+                    part.log_end = part.log_end.max(from + 1);
                     act.dispatch(ctx);
                 }
             }));
         }
     }
 
-    /// Takes what a read returned; false when it does not decode.
+    /// Takes what a read of partition `p` returned; false when it does not decode.
     fn take_read(
         &mut self,
+        p: usize,
         from: u64,
         bytes: bytes::Bytes,
         high_watermark: u64,
         log_start: u64,
     ) -> bool {
-        self.log_end = high_watermark;
-        self.read_once = true;
-        let from = from.max(log_start);
-        // Past every batch read, records or not (control batches), so reading moves on.
-        let through = record::span_end(&bytes).unwrap_or(from).max(from);
-        let stored = match record::decode(bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(queue = %self.name, offset = from, error = %e, "undecodable batch");
-                return false;
-            }
-        };
         let now = crate::offsets_journal::now_ms();
-        let mut ranked = Vec::with_capacity(stored.len());
-        let mut expired = Vec::new();
-        for s in stored.into_iter().filter(|s| s.offset >= from) {
-            if let Some(at) = s.record.expires_at_ms() {
-                self.expiries.insert(s.offset, at);
-                if at <= now {
-                    expired.push(s.offset);
-                }
-            }
-            let priority = self
-                .settings
-                .max_priority
-                .map_or(0, |max| s.record.priority().min(max));
-
-            ranked.push((s.offset, priority));
-            self.records.insert(s.offset, Arc::new(s.record));
-        }
-        self.admitted = self.admitted.saturating_sub(ranked.len() as u64);
-        self.state.add_read(&ranked, through);
-        if !expired.is_empty() {
-            self.finish_archived(&expired, Some(DeathReason::Expired));
+        let max_priority = self.settings.max_priority;
+        let Some(taken) =
+            self.parts[p].take_read(from, bytes, high_watermark, log_start, max_priority, now)
+        else {
+            return false;
+        };
+        self.admitted = self.admitted.saturating_sub(taken.records);
+        if !taken.expired.is_empty() {
+            self.finish_archived(p, &taken.expired, Some(DeathReason::Expired));
         }
         self.drop_head();
         true
     }
 
-    /// `x-max-length` with drop-head: the oldest ready records beyond the limit go.
+    /// `x-max-length` with drop-head: the oldest ready records beyond the limit go (oldest
+    /// by publish time, across partitions).
     fn drop_head(&mut self) {
         let Some(max) = self.settings.max_length else {
             return;
         };
         let ready = self.counts().ready;
-        if self.settings.overflow == Overflow::DropHead && ready > max {
-            let excess = self.state.oldest_available((ready - max) as usize);
-            self.finish_archived(&excess, Some(DeathReason::MaxLength));
+        if self.settings.overflow != Overflow::DropHead || ready <= max {
+            return;
+        }
+        let excess = (ready - max) as usize;
+        let mut oldest: Vec<(i64, usize, u64)> = Vec::new();
+        for (p, part) in self.parts.iter().enumerate() {
+            for o in part.state.oldest_available(excess) {
+                let at = part.records.get(&o).map_or(i64::MIN, |r| r.timestamp_ms);
+                oldest.push((at, p, o));
+            }
+        }
+        oldest.sort_unstable();
+        oldest.truncate(excess);
+        for p in 0..self.parts.len() {
+            let offsets: Vec<u64> = oldest
+                .iter()
+                .filter(|(_, q, _)| *q == p)
+                .map(|(_, _, o)| *o)
+                .collect();
+            if !offsets.is_empty() {
+                self.finish_archived(p, &offsets, Some(DeathReason::MaxLength));
+            }
         }
     }
 
@@ -367,45 +394,49 @@ impl QueueActor {
                 self.report_unused();
             }
         }
-        if self.expiries.is_empty() {
-            return;
-        }
         let now = crate::offsets_journal::now_ms();
-        let due: Vec<u64> = self
-            .state
-            .available_offsets()
-            .filter(|o| self.expired(*o, now))
-            .collect();
-        if !due.is_empty() {
-            self.finish_archived(&due, Some(DeathReason::Expired));
+        let mut any = false;
+        for p in 0..self.parts.len() {
+            let part = &self.parts[p];
+            if part.expiries.is_empty() {
+                continue;
+            }
+            let due: Vec<u64> = part
+                .state
+                .available_offsets()
+                .filter(|o| part.expired(*o, now))
+                .collect();
+            if !due.is_empty() {
+                self.finish_archived(p, &due, Some(DeathReason::Expired));
+                any = true;
+            }
+        }
+        if any {
             self.fill(ctx);
         }
     }
 
-    /// Whether the record at `offset` has expired by `now` (ms).
-    fn expired(&self, offset: u64, now: i64) -> bool {
-        self.expiries.get(&offset).is_some_and(|at| *at <= now)
-    }
-
-    /// Archives records whoever holds them; with a reason, they are dead-lettered.
-    fn finish_archived(&mut self, offsets: &[u64], reason: Option<DeathReason>) {
-        let change = self.state.archive(offsets);
-        self.retire(change, reason);
+    /// Archives records of partition `p` whoever holds them; with a reason, they are
+    /// dead-lettered.
+    fn finish_archived(&mut self, p: usize, offsets: &[u64], reason: Option<DeathReason>) {
+        let change = self.parts[p].state.archive(offsets);
+        self.retire(p, change, reason);
     }
 
     /// Drops finished records from memory, dead-letters them when archived for a reason and the
     /// queue has a dead-letter exchange, and journals the change. Dead-lettering is at most
     /// once, as RabbitMQ's classic queues do it: the copies are queued on their partitions
     /// before the change is journaled.
-    fn retire(&mut self, change: Change, reason: Option<DeathReason>) {
+    fn retire(&mut self, p: usize, change: Change, reason: Option<DeathReason>) {
         if let Change::Finished(done) = &change {
             let dead_letter = reason.zip(self.settings.dead_letter.clone());
             if let Some(reason) = reason {
                 live::dead_lettered(reason.metric(), done.len() as u64, dead_letter.is_some());
             }
             for o in done {
-                self.expiries.remove(o);
-                let Some(record) = self.records.remove(o) else {
+                let part = &mut self.parts[p];
+                part.expiries.remove(o);
+                let Some(record) = part.records.remove(o) else {
                     continue;
                 };
                 if let Some((reason, dlx)) = &dead_letter {
@@ -413,10 +444,10 @@ impl QueueActor {
                 }
             }
         }
-        self.journal(change);
+        self.journal(p, change);
     }
 
-    fn republish(&self, record: &QueueRecord, reason: DeathReason, dlx: &DeadLetter) {
+    fn republish(&mut self, record: &QueueRecord, reason: DeathReason, dlx: &DeadLetter) {
         let now = crate::offsets_journal::now_ms();
         let dead = record::dead_letter(record, &self.name, reason.name(), dlx, now);
         let key = dead
@@ -433,8 +464,12 @@ impl QueueActor {
             Err(e) => return warn!(queue = %self.name, error = ?e, "dead-letter exchange unusable"),
         };
         let catalog = self.catalog.snapshot();
+        self.dead_letters += 1;
         for t in targets {
-            let Some(addr) = catalog.partition(&t.topic, 0).and_then(|p| p.local.clone()) else {
+            let Some(addr) = catalog
+                .spread(&t.topic, self.dead_letters)
+                .and_then(|(_, p)| p.local.clone())
+            else {
                 continue;
             };
             match record::encode(std::slice::from_ref(&dead)) {
@@ -446,9 +481,23 @@ impl QueueActor {
         }
     }
 
+    /// The partition whose next record goes first: the highest priority, then the oldest
+    /// publish time, then the lowest partition.
+    fn next_partition(&self) -> Option<usize> {
+        if let [only] = self.parts.as_slice() {
+            return (only.state.available_count() > 0).then_some(0);
+        }
+        self.parts
+            .iter()
+            .enumerate()
+            .filter_map(|(p, part)| part.head().map(|(prio, at, _)| (prio, at, p)))
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)))
+            .map(|(_, _, p)| p)
+    }
+
     /// Hands available records to consumers with credit, one each in turn.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        let mut delivered = Vec::new();
+        let mut delivered: Vec<Vec<Acquired>> = vec![Vec::new(); self.parts.len()];
         let mut settled = Vec::new();
         let mut over_limit = Vec::new();
         let mut expired = Vec::new();
@@ -461,7 +510,7 @@ impl QueueActor {
             .map(|id| (*id, self.consumers[id].priority, self.credit(*id)))
             .collect();
         let mut next = 0;
-        while self.state.available_count() > 0 {
+        while let Some(p) = self.next_partition() {
             // Consumers take turns within the highest priority that has credit (AMQP
             // consumer priorities, `x-priority`); lower ones get records only when those
             // cannot take more.
@@ -477,42 +526,46 @@ impl QueueActor {
             };
             next = (i + 1) % n;
             let id = slots[i].0;
-            let (got, over) = self.state.acquire(id, 1, self.settings.delivery_limit);
-            over_limit.extend(over);
+            let part = &mut self.parts[p];
+            let (got, over) = part.state.acquire(id, 1, self.settings.delivery_limit);
+            over_limit.extend(over.into_iter().map(|o| (p, o)));
             for a in got {
-                if self.expired(a.offset, now) {
-                    expired.push(a.offset);
+                let part = &mut self.parts[p];
+                if part.expired(a.offset, now) {
+                    expired.push((p, a.offset));
                     continue;
                 }
-                let record = self.records[&a.offset].clone();
-                let auto_ack = self.consumers[&id].auto_ack;
-                let sent = self.consumers[&id]
-                    .sink
-                    .try_send(ConsumerEvent::Deliver(Delivery {
-                        consumer: id,
+                let record = part.records[&a.offset].clone();
+                let consumer = &self.consumers[&id];
+                let sent = consumer.sink.try_send(ConsumerEvent::Deliver(Delivery {
+                    consumer: id,
+                    id: RecordId {
+                        partition: p as i32,
                         offset: a.offset,
-                        redelivered: a.redelivered,
-                        record,
-                    }));
+                    },
+                    redelivered: a.redelivered,
+                    record,
+                }));
+                let auto_ack = consumer.auto_ack;
                 match sent {
                     Ok(()) => slots[i].2 -= 1,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         // Its connection is behind: back in line, and its turn is over.
-                        self.state.release(id, &[a.offset]);
+                        self.parts[p].state.release(id, &[a.offset]);
                         slots[i].2 = 0;
                         continue;
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         // Its connection is gone: so is the consumer, and what it held.
-                        self.state.release(id, &[a.offset]);
+                        self.parts[p].state.release(id, &[a.offset]);
                         self.drop_consumer(id, true);
                         slots[i].2 = 0;
                         continue;
                     }
                 }
-                delivered.push(a);
+                delivered[p].push(a);
                 if auto_ack {
-                    settled.push((id, a.offset));
+                    settled.push((id, p, a.offset));
                 }
             }
         }
@@ -523,26 +576,50 @@ impl QueueActor {
         {
             self.turn.rotate_left(pos);
         }
-        if !delivered.is_empty() {
-            let redelivered = delivered.iter().filter(|a| a.redelivered).count() as u64;
+        let count: usize = delivered.iter().map(Vec::len).sum();
+        if count > 0 {
+            let redelivered = delivered.iter().flatten().filter(|a| a.redelivered).count() as u64;
             let auto = settled.len() as u64;
-            let manual = delivered.len() as u64 - auto;
+            let manual = count as u64 - auto;
             // Redeliveries are counted once, with the manual-ack deliveries they belong to.
             live::delivered(DeliveryKind::ConsumeManualAck, manual, redelivered);
             live::delivered(DeliveryKind::ConsumeAutoAck, auto, 0);
-            self.journal(DeliveryState::delivered_change(&delivered));
+            for (p, acquired) in delivered.iter().enumerate() {
+                if !acquired.is_empty() {
+                    self.journal(p, DeliveryState::delivered_change(acquired));
+                }
+            }
         }
-        for (id, offset) in settled {
-            self.settle(id, &[offset], Outcome::Ack);
+        for (id, p, offset) in settled {
+            self.settle_partition(id, p, &[offset], Outcome::Ack);
         }
         if !over_limit.is_empty() {
             debug!(queue = %self.name, count = over_limit.len(), "archived at the delivery limit");
-            self.finish_archived(&over_limit, Some(DeathReason::DeliveryLimit));
+            self.archive_each(&over_limit, DeathReason::DeliveryLimit);
         }
         if !expired.is_empty() {
-            self.finish_archived(&expired, Some(DeathReason::Expired));
+            self.archive_each(&expired, DeathReason::Expired);
         }
         self.fill(ctx);
+    }
+
+    /// Archives (partition, offset) pairs for `reason`.
+    fn archive_each(&mut self, records: &[(usize, u64)], reason: DeathReason) {
+        for p in 0..self.parts.len() {
+            let offsets: Vec<u64> = records
+                .iter()
+                .filter(|(q, _)| *q == p)
+                .map(|(_, o)| *o)
+                .collect();
+            if !offsets.is_empty() {
+                self.finish_archived(p, &offsets, Some(reason));
+            }
+        }
+    }
+
+    /// Deliveries a consumer holds, in every partition.
+    fn held_by(&self, id: ConsumerId) -> usize {
+        self.parts.iter().map(|p| p.state.held_by(id)).sum()
     }
 
     /// Deliveries a consumer can take now: its prefetch room, bounded by its connection's.
@@ -554,7 +631,7 @@ impl QueueActor {
             c.sink.capacity()
         } else {
             (c.prefetch as usize)
-                .saturating_sub(self.state.held_by(id))
+                .saturating_sub(self.held_by(id))
                 .min(c.sink.capacity())
         }
     }
@@ -572,21 +649,57 @@ impl QueueActor {
         }
         self.turn.retain(|c| *c != consumer);
         if requeue {
-            self.state.release_all(consumer);
+            for part in &mut self.parts {
+                part.state.release_all(consumer);
+            }
         }
     }
 
-    fn settle(&mut self, consumer: ConsumerId, offsets: &[u64], outcome: Outcome) {
+    /// Settles records a consumer holds, in whichever partitions they are.
+    fn settle(&mut self, consumer: ConsumerId, records: &[RecordId], outcome: Outcome) {
+        if let Some(first) = records.first() {
+            if records.iter().all(|r| r.partition == first.partition) {
+                let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+                return self.settle_partition(
+                    consumer,
+                    first.partition as usize,
+                    &offsets,
+                    outcome,
+                );
+            }
+        }
+        for p in 0..self.parts.len() {
+            let offsets: Vec<u64> = records
+                .iter()
+                .filter(|r| r.partition as usize == p)
+                .map(|r| r.offset)
+                .collect();
+            if !offsets.is_empty() {
+                self.settle_partition(consumer, p, &offsets, outcome);
+            }
+        }
+    }
+
+    fn settle_partition(
+        &mut self,
+        consumer: ConsumerId,
+        p: usize,
+        offsets: &[u64],
+        outcome: Outcome,
+    ) {
+        let Some(part) = self.parts.get_mut(p) else {
+            return;
+        };
         match outcome {
             Outcome::Ack => {
-                let change = self.state.finish(consumer, offsets);
-                self.retire(change, None);
+                let change = part.state.finish(consumer, offsets);
+                self.retire(p, change, None);
             }
             Outcome::Reject => {
-                let change = self.state.finish(consumer, offsets);
-                self.retire(change, Some(DeathReason::Rejected));
+                let change = part.state.finish(consumer, offsets);
+                self.retire(p, change, Some(DeathReason::Rejected));
             }
-            Outcome::Requeue => self.state.release(consumer, offsets),
+            Outcome::Requeue => part.state.release(consumer, offsets),
         }
     }
 }
@@ -602,9 +715,7 @@ impl Actor for QueueActor {
             queue: self.name.clone(),
         });
         ctx.wait(load.into_actor(self).map(|res, act, ctx| {
-            if let Ok(durable) = res {
-                act.state = DeliveryState::recover(durable);
-            }
+            act.recovered = res.unwrap_or_default();
             act.fill(ctx);
         }));
     }
@@ -687,7 +798,7 @@ impl Handler<RemoveConsumer> for QueueActor {
 #[rtype(result = "()")]
 pub struct SettleDeliveries {
     pub consumer: ConsumerId,
-    pub offsets: Vec<u64>,
+    pub records: Vec<RecordId>,
     pub outcome: Outcome,
 }
 
@@ -696,9 +807,9 @@ impl Handler<SettleDeliveries> for QueueActor {
 
     fn handle(&mut self, msg: SettleDeliveries, ctx: &mut Context<Self>) {
         if msg.outcome == Outcome::Ack {
-            live::acknowledged(msg.offsets.len() as u64);
+            live::acknowledged(msg.records.len() as u64);
         }
-        self.settle(msg.consumer, &msg.offsets, msg.outcome);
+        self.settle(msg.consumer, &msg.records, msg.outcome);
         self.dispatch(ctx);
     }
 }
@@ -714,7 +825,9 @@ impl Handler<ReleaseAll> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReleaseAll, ctx: &mut Context<Self>) {
-        self.state.release_all(msg.consumer);
+        for part in &mut self.parts {
+            part.state.release_all(msg.consumer);
+        }
         self.dispatch(ctx);
     }
 }
@@ -732,20 +845,22 @@ impl QueueActor {
     fn take_one(&mut self, msg: &TakeOne) -> Option<Delivery> {
         let now = crate::offsets_journal::now_ms();
         let taken = loop {
-            let (got, over) = self
+            let p = self.next_partition()?;
+            let part = &mut self.parts[p];
+            let (got, over) = part
                 .state
                 .acquire(msg.consumer, 1, self.settings.delivery_limit);
             if !over.is_empty() {
-                self.finish_archived(&over, Some(DeathReason::DeliveryLimit));
+                self.finish_archived(p, &over, Some(DeathReason::DeliveryLimit));
                 continue;
             }
             let a = got.into_iter().next()?;
-            if self.expired(a.offset, now) {
-                self.finish_archived(&[a.offset], Some(DeathReason::Expired));
+            if part.expired(a.offset, now) {
+                self.finish_archived(p, &[a.offset], Some(DeathReason::Expired));
                 continue;
             }
-            let record = self.records[&a.offset].clone();
-            self.journal(DeliveryState::delivered_change(&[a]));
+            let record = part.records[&a.offset].clone();
+            self.journal(p, DeliveryState::delivered_change(&[a]));
             let kind = if msg.auto_ack {
                 DeliveryKind::GetAutoAck
             } else {
@@ -754,38 +869,53 @@ impl QueueActor {
             live::delivered(kind, 1, a.redelivered as u64);
             break Delivery {
                 consumer: msg.consumer,
-                offset: a.offset,
+                id: RecordId {
+                    partition: p as i32,
+                    offset: a.offset,
+                },
                 redelivered: a.redelivered,
                 record,
             };
         };
         if msg.auto_ack {
-            self.settle(msg.consumer, &[taken.offset], Outcome::Ack);
+            self.settle(msg.consumer, &[taken.id], Outcome::Ack);
         }
         Some(taken)
     }
 
-    /// Reads the log up to its current end, then runs `then`.
+    /// Reads every partition's log up to its current end, then runs `then`.
     fn catch_up<R: 'static>(
         &mut self,
         then: impl FnOnce(&mut Self, &mut Context<Self>) -> R + 'static,
     ) -> ResponseActFuture<Self, R> {
-        let Some(addr) = self.partition() else {
-            return Box::pin(fut::ready(()).map(move |_, act, ctx| then(act, ctx)));
-        };
-        let from = self.state.read_to();
-        let read = addr.send(ReadRecords {
-            offset: from,
-            max_bytes: READ_BYTES,
-        });
-        Box::pin(read.into_actor(self).map(move |res, act, ctx| {
-            if let Ok(Ok(r)) = res {
-                act.take_read(from, r.records, r.high_watermark, r.log_start_offset);
-            }
-            let out = then(act, ctx);
-            act.fill(ctx);
-            out
-        }))
+        self.track_partitions();
+        let reads: Vec<_> = (0..self.parts.len())
+            .filter_map(|p| {
+                let addr = self.partition(p)?;
+                let from = self.parts[p].state.read_to();
+                let read = addr.send(ReadRecords {
+                    offset: from,
+                    max_bytes: READ_BYTES,
+                });
+                Some(async move { (p, from, read.await) })
+            })
+            .collect();
+        Box::pin(futures_util::future::join_all(reads).into_actor(self).map(
+            move |results, act, ctx| {
+                for (p, from, res) in results {
+                    // A read raced by another one: take only what is still new.
+                    if act.parts[p].state.read_to() != from {
+                        continue;
+                    }
+                    if let Ok(Ok(r)) = res {
+                        act.take_read(p, from, r.records, r.high_watermark, r.log_start_offset);
+                    }
+                }
+                let out = then(act, ctx);
+                act.fill(ctx);
+                out
+            },
+        ))
     }
 }
 
@@ -829,10 +959,10 @@ impl Handler<LeaseRecords> for QueueActor {
                 out.push(d);
             }
             if !out.is_empty() {
-                let offsets: Vec<u64> = out.iter().map(|d| d.offset).collect();
+                let records: Vec<RecordId> = out.iter().map(|d| d.id).collect();
                 ctx.run_later(lease, move |act, ctx| {
                     // Only what the consumer still holds goes back.
-                    act.state.release(consumer, &offsets);
+                    act.settle(consumer, &records, Outcome::Requeue);
                     act.dispatch(ctx);
                 });
             }
@@ -863,20 +993,26 @@ impl Handler<CountMessages> for QueueActor {
         // The answer also means every settlement handled before it is in the journal (the
         // barrier follows the changes this actor sent), so a client that saw it can rely on
         // its acknowledgements surviving a crash.
+        self.track_partitions();
         let written = self.journal.send(Barrier);
-        let log = self.partition().map(|addr| addr.send(DescribeLog));
+        let logs: Vec<_> = (0..self.parts.len())
+            .filter_map(|p| {
+                let log = self.partition(p)?.send(DescribeLog);
+                Some(async move { (p, log.await.ok()) })
+            })
+            .collect();
         Box::pin(
             async move {
                 let _ = written.await;
-                match log {
-                    Some(log) => log.await.ok(),
-                    None => None,
-                }
+                futures_util::future::join_all(logs).await
             }
             .into_actor(self)
-            .map(|status, act, _| {
-                if let Some(status) = status {
-                    act.log_end = act.log_end.max(status.high_watermark);
+            .map(|statuses, act, _| {
+                for (p, status) in statuses {
+                    if let Some(status) = status {
+                        let part = &mut act.parts[p];
+                        part.log_end = part.log_end.max(status.high_watermark);
+                    }
                 }
                 act.counts()
             }),
@@ -886,12 +1022,15 @@ impl Handler<CountMessages> for QueueActor {
 
 impl QueueActor {
     fn counts(&self) -> QueueCounts {
-        let unread = self.log_end.saturating_sub(self.state.read_to());
-        QueueCounts {
-            ready: self.state.available_count() as u64 + unread,
-            unacked: self.state.acquired_count() as u64,
+        let mut counts = QueueCounts {
             consumers: self.consumers.len() as u32,
+            ..QueueCounts::default()
+        };
+        for part in &self.parts {
+            counts.ready += part.state.available_count() as u64 + part.unread();
+            counts.unacked += part.state.acquired_count() as u64;
         }
+        counts
     }
 }
 
@@ -948,17 +1087,21 @@ impl Handler<PurgeReady> for QueueActor {
     type Result = MessageResult<PurgeReady>;
 
     fn handle(&mut self, _: PurgeReady, _: &mut Context<Self>) -> Self::Result {
-        let ready: Vec<u64> = self.state.available_offsets().collect();
-        let unread = self.log_end.saturating_sub(self.state.read_to());
-        // Purged records are not dead-lettered (as in RabbitMQ).
-        self.finish_archived(&ready, None);
-        if unread > 0 {
-            let from = self.state.read_to();
-            self.state.add_read(&[], self.log_end);
-            for change in Change::finished_range(from, self.log_end) {
-                self.journal(change);
+        let mut purged = 0;
+        for p in 0..self.parts.len() {
+            let part = &mut self.parts[p];
+            let ready: Vec<u64> = part.state.available_offsets().collect();
+            let (from, to) = (part.state.read_to(), part.log_end);
+            purged += ready.len() as u64 + part.unread();
+            // Purged records are not dead-lettered (as in RabbitMQ).
+            self.finish_archived(p, &ready, None);
+            if from < to {
+                self.parts[p].state.add_read(&[], to);
+                for change in Change::finished_range(from, to) {
+                    self.journal(p, change);
+                }
             }
         }
-        MessageResult(ready.len() as u64 + unread)
+        MessageResult(purged)
     }
 }

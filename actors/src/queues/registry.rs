@@ -95,6 +95,48 @@ impl QueueDef {
     }
 }
 
+/// Partitions a queue may ask for (`x-partitions`). One actor serves all of a queue's
+/// partitions and reads each one ahead, so this bounds its work per delivery and its memory.
+pub const MAX_QUEUE_PARTITIONS: u64 = 64;
+
+/// Arguments that take a whole number, with the least and most each accepts.
+const NUMERIC_ARGUMENTS: &[(&str, u64, u64)] = &[
+    ("x-message-ttl", 0, u64::MAX),
+    ("x-expires", 1, u64::MAX),
+    ("x-max-length", 0, u64::MAX),
+    ("x-max-priority", 0, u64::MAX),
+    ("x-delivery-limit", 0, u64::MAX),
+    ("x-partitions", 1, MAX_QUEUE_PARTITIONS),
+];
+
+/// Refuses arguments with values RabbitMQ would refuse (a string for a number, a negative TTL),
+/// with its wording; and `x-partitions` outside 1..=[`MAX_QUEUE_PARTITIONS`].
+pub fn check_arguments(queue: &str, arguments: &Arguments) -> Result<(), BrokerError> {
+    for (arg, least, most) in NUMERIC_ARGUMENTS {
+        let Some(value) = arguments.get(*arg) else {
+            continue;
+        };
+        let problem = match value {
+            serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+                (Some(v), _) if v < *least => Some(format!("{{value_too_small,{v},{least}}}")),
+                (Some(v), _) if v > *most => Some(format!("{{value_too_large,{v},{most}}}")),
+                (Some(_), _) => None,
+                (None, Some(v)) => Some(format!("{{value_negative,{v}}}")),
+                (None, None) => Some("{unacceptable_type,float}".to_string()),
+            },
+            serde_json::Value::String(_) => Some("{unacceptable_type,longstr}".to_string()),
+            serde_json::Value::Bool(_) => Some("{unacceptable_type,bool}".to_string()),
+            _ => Some("{unacceptable_type,table}".to_string()),
+        };
+        if let Some(problem) = problem {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "invalid arg '{arg}' for queue '{queue}' in vhost '/': {problem}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 struct QueueEntry {
     def: QueueDef,
     addr: Addr<QueueActor>,
@@ -404,6 +446,7 @@ impl Handler<DeclareQueue> for QueueRegistry {
             };
         }
         let checked = (|| {
+            check_arguments(&msg.name, &msg.arguments)?;
             if msg.name.starts_with("amq.") {
                 return Err(BrokerError::AccessRefused(format!(
                     "queue name '{}' contains reserved prefix 'amq.*'",
@@ -459,19 +502,28 @@ impl Handler<DeclareQueue> for QueueRegistry {
                 };
                 let topic = topic_for_queue(&name);
                 let existing = self.catalog.snapshot().topic(&topic).cloned();
+                let asked = msg
+                    .arguments
+                    .get("x-partitions")
+                    .and_then(serde_json::Value::as_u64);
                 let create = self.topics.send(CreateTopic {
                     name: topic.clone(),
-                    partitions: Some(1),
+                    partitions: Some(asked.unwrap_or(1) as i32),
                     replication_factor: None,
                     configs: BTreeMap::new(),
                     validate_only: false,
                 });
                 let fut = async move {
                     match existing {
-                        Some(t) if t.partitions.len() != 1 => Err(BrokerError::PreconditionFailed(format!(
-                            "topic '{topic}' has {} partitions; a queue reads a topic of one partition",
-                            t.partitions.len()
-                        ))),
+                        // A queue over an existing topic reads all its partitions; one that
+                        // asks for a number must find it.
+                        Some(t) if asked.is_some_and(|n| n != t.partitions.len() as u64) => {
+                            Err(BrokerError::PreconditionFailed(format!(
+                                "topic '{topic}' has {} partitions but the queue asks for {}",
+                                t.partitions.len(),
+                                asked.unwrap_or_default()
+                            )))
+                        }
                         Some(_) => Ok((topic, false)),
                         None => match create.await {
                             Ok(Ok(_)) => Ok((topic, true)),

@@ -2,7 +2,7 @@
 //! state in `__share_group_state`). Queue actors send each change here as it happens; a
 //! restarted queue loads its state back.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,28 +17,54 @@ use crate::BrokerError;
 /// Where the journal lives under the data directory.
 pub const STATE_JOURNAL_DIR: &str = "__queue_state";
 
-/// One frame of the journal.
+/// One frame of the journal. `partition` is the partition of the queue's topic the state is
+/// about (absent, as journals before multi-partition queues wrote it: 0).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum QueueFrame {
-    Change { queue: String, change: Change },
-    Snapshot { queue: String, state: Durable },
-    Deleted { queue: String },
+    Change {
+        queue: String,
+        #[serde(default)]
+        partition: i32,
+        change: Change,
+    },
+    Snapshot {
+        queue: String,
+        #[serde(default)]
+        partition: i32,
+        state: Durable,
+    },
+    Deleted {
+        queue: String,
+    },
 }
 
-/// Every queue's durable state.
+/// Every queue's durable state, by partition of its topic.
 #[derive(Default)]
-pub struct QueueStates(HashMap<String, Durable>);
+pub struct QueueStates(HashMap<String, BTreeMap<i32, Durable>>);
 
 impl JournalState for QueueStates {
     type Frame = QueueFrame;
 
     fn apply(&mut self, frame: QueueFrame) {
         match frame {
-            QueueFrame::Change { queue, change } => {
-                DeliveryState::replay(self.0.entry(queue).or_default(), &change)
-            }
-            QueueFrame::Snapshot { queue, state } => {
-                self.0.insert(queue, state);
+            QueueFrame::Change {
+                queue,
+                partition,
+                change,
+            } => DeliveryState::replay(
+                self.0
+                    .entry(queue)
+                    .or_default()
+                    .entry(partition)
+                    .or_default(),
+                &change,
+            ),
+            QueueFrame::Snapshot {
+                queue,
+                partition,
+                state,
+            } => {
+                self.0.entry(queue).or_default().insert(partition, state);
             }
             QueueFrame::Deleted { queue } => {
                 self.0.remove(&queue);
@@ -49,9 +75,14 @@ impl JournalState for QueueStates {
     fn snapshot(&self) -> Vec<QueueFrame> {
         self.0
             .iter()
-            .map(|(queue, state)| QueueFrame::Snapshot {
-                queue: queue.clone(),
-                state: state.clone(),
+            .flat_map(|(queue, partitions)| {
+                partitions
+                    .iter()
+                    .map(|(partition, state)| QueueFrame::Snapshot {
+                        queue: queue.clone(),
+                        partition: *partition,
+                        state: state.clone(),
+                    })
             })
             .collect()
     }
@@ -87,12 +118,13 @@ impl Actor for QueueStateJournal {
     }
 }
 
-/// Records one queue's change. Sent with `do_send` in the order changes happen; the write
-/// reaches the page cache before the next message is handled.
+/// Records a change to one partition of a queue. Sent with `do_send` in the order changes
+/// happen; the write reaches the page cache before the next message is handled.
 #[derive(Message)]
 #[rtype(result = "Result<(), BrokerError>")]
 pub struct RecordQueueChange {
     pub queue: String,
+    pub partition: i32,
     pub change: Change,
 }
 
@@ -109,14 +141,15 @@ impl Handler<RecordQueueChange> for QueueStateJournal {
         }
         self.journal.record(QueueFrame::Change {
             queue: msg.queue,
+            partition: msg.partition,
             change: msg.change,
         })
     }
 }
 
-/// A queue's durable state, as a (re)starting queue actor loads it.
+/// A queue's durable state by partition, as a (re)starting queue actor loads it.
 #[derive(Message)]
-#[rtype(result = "Durable")]
+#[rtype(result = "BTreeMap<i32, Durable>")]
 pub struct LoadQueueState {
     pub queue: String,
 }

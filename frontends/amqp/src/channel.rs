@@ -15,7 +15,7 @@ use spool_actors::partition::{queue_append, PartitionActor};
 use spool_actors::queues::delivery::ConsumerId;
 use spool_actors::queues::queue::{
     AddConsumer, AdmitPublish, ConsumerEvent, CountMessages, Delivery, Outcome, PurgeReady,
-    QueueActor, ReleaseAll, RemoveConsumer, SettleDeliveries, TakeOne,
+    QueueActor, RecordId, ReleaseAll, RemoveConsumer, SettleDeliveries, TakeOne,
 };
 use spool_actors::queues::record::{self, QueueRecord};
 use spool_actors::queues::registry::{
@@ -38,7 +38,7 @@ const STAGED_BATCH_BYTES: usize = 512 * 1024;
 /// append however many messages arrived in one read.
 #[derive(Default)]
 pub struct Staged {
-    /// By topic.
+    /// By topic (each flush appends a topic's records to one of its partitions).
     queues: HashMap<String, StagedQueue>,
     messages: Vec<StagedMessage>,
     /// Body bytes staged (counted as in flight once appended).
@@ -47,10 +47,11 @@ pub struct Staged {
 
 /// Settlements received since the last flush, by consumer and outcome, so that a queue gets
 /// one message (one dispatch, one journal write) for every ack of a read instead of one each.
-pub type StagedSettles = HashMap<(ConsumerId, Outcome), (Addr<QueueActor>, Vec<u64>)>;
+pub type StagedSettles = HashMap<(ConsumerId, Outcome), (Addr<QueueActor>, Vec<RecordId>)>;
 
-/// One queue's staged records: its partition, the records in publish order, and which
-/// staged messages they are.
+/// One queue's staged records: the partition they go to, the records in publish order, and
+/// which staged messages they are. A queue of many partitions gets each flush's records in
+/// one of them, the next flush's in the next, so a read's publishes stay one append.
 struct StagedQueue {
     partition: Addr<PartitionActor>,
     records: Vec<QueueRecord>,
@@ -103,7 +104,7 @@ struct Incoming {
 /// One delivery the client has not settled yet.
 struct Unacked {
     consumer: ConsumerId,
-    offset: u64,
+    id: RecordId,
     queue: Addr<QueueActor>,
 }
 
@@ -133,7 +134,7 @@ impl Channel {
         for u in std::mem::take(&mut self.unacked).into_values() {
             u.queue.do_send(SettleDeliveries {
                 consumer: u.consumer,
-                offsets: vec![u.offset],
+                records: vec![u.id],
                 outcome: Outcome::Requeue,
             });
         }
@@ -766,7 +767,7 @@ impl Connection {
             return Ok(());
         };
         let remaining = queue.send(CountMessages).await.unwrap_or_default().ready;
-        let tag = self.track(id, consumer, d.offset, &queue, g.no_ack);
+        let tag = self.track(id, consumer, d.id, &queue, g.no_ack);
         let out = from_record(&d.record);
         self.content(
             id,
@@ -788,7 +789,7 @@ impl Connection {
         &mut self,
         id: u16,
         consumer: ConsumerId,
-        offset: u64,
+        record: RecordId,
         queue: &Addr<QueueActor>,
         no_ack: bool,
     ) -> u64 {
@@ -800,7 +801,7 @@ impl Connection {
                 tag,
                 Unacked {
                     consumer,
-                    offset,
+                    id: record,
                     queue: queue.clone(),
                 },
             );
@@ -868,13 +869,13 @@ impl Connection {
             if !no_ack {
                 queue.do_send(SettleDeliveries {
                     consumer: d.consumer,
-                    offsets: vec![d.offset],
+                    records: vec![d.id],
                     outcome: Outcome::Requeue,
                 });
             }
             return;
         }
-        let delivery_tag = self.track(channel, d.consumer, d.offset, &queue, no_ack);
+        let delivery_tag = self.track(channel, d.consumer, d.id, &queue, no_ack);
         let out = from_record(&d.record);
         self.content(
             channel,
@@ -922,7 +923,7 @@ impl Connection {
                 .entry((u.consumer, outcome))
                 .or_insert_with(|| (u.queue.clone(), Vec::new()))
                 .1
-                .push(u.offset);
+                .push(u.id);
         }
         Ok(())
     }
@@ -930,10 +931,10 @@ impl Connection {
     /// Sends the staged settlements: before anything else reaches a queue (a cancel, a
     /// channel's release), and at the end of every read.
     pub fn flush_settles(&mut self) {
-        for ((consumer, outcome), (queue, offsets)) in self.settles.drain() {
+        for ((consumer, outcome), (queue, records)) in self.settles.drain() {
             queue.do_send(SettleDeliveries {
                 consumer,
-                offsets,
+                records,
                 outcome,
             });
         }
@@ -988,7 +989,10 @@ impl Connection {
                     // A requester that cannot keep up loses replies, as with RabbitMQ.
                     let _ = sink.try_send(ConsumerEvent::Deliver(Delivery {
                         consumer,
-                        offset: 0,
+                        id: RecordId {
+                            partition: 0,
+                            offset: 0,
+                        },
                         redelivered: false,
                         record: record.into(),
                     }));
@@ -1069,7 +1073,11 @@ impl Connection {
                     continue;
                 }
             }
-            let Some(addr) = catalog.partition(&t.topic, 0).and_then(|p| p.local.clone()) else {
+            let turn = self.id.wrapping_add(self.flushes);
+            let Some(addr) = catalog
+                .spread(&t.topic, turn)
+                .and_then(|(_, p)| p.local.clone())
+            else {
                 return Err(AmqpError::channel(
                     reply::NOT_FOUND,
                     format!("queue '{}' has no storage (its topic is gone)", t.name),
@@ -1099,6 +1107,7 @@ impl Connection {
             return Ok(());
         }
         let staged = std::mem::take(&mut self.staged);
+        self.flushes += 1;
         let mut appends = Vec::with_capacity(staged.queues.len());
         for q in staged.queues.into_values() {
             let (addr, records, messages) = (q.partition, q.records, q.messages);

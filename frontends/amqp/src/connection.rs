@@ -84,6 +84,8 @@ pub struct Connection {
     pub overflowed: bool,
     /// Publishes waiting to be appended together (see `Connection::flush_publishes`).
     pub staged: crate::channel::Staged,
+    /// Publish flushes so far: a queue of many partitions gets each flush in the next one.
+    pub flushes: u64,
     /// Settlements waiting to be sent together (see `Connection::flush_settles`).
     pub settles: crate::channel::StagedSettles,
 }
@@ -154,6 +156,7 @@ pub async fn serve(
         publisher: false,
         overflowed: false,
         staged: Default::default(),
+        flushes: 0,
         settles: Default::default(),
     };
     let mut io = Io {

@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use spool_actors::partition::{queue_append, AwaitRecords};
 use spool_actors::queues::delivery::{next_consumer_id, ConsumerId};
 use spool_actors::queues::queue::{
-    CountMessages, LeaseRecords, Outcome, QueueActor, QueueCounts, SettleDeliveries,
+    CountMessages, LeaseRecords, Outcome, QueueActor, QueueCounts, RecordId, SettleDeliveries,
 };
 use spool_actors::queues::record::{self, QueueRecord, EXCHANGE_HEADER};
 use spool_actors::queues::registry::{DeclareQueue, DeleteQueue, FindQueue};
@@ -34,6 +34,8 @@ const HTTP_CONNECTION: u64 = 0;
 /// Longest a receive may wait, and a lease may last.
 const MAX_WAIT_MS: u64 = 30_000;
 const MAX_VISIBILITY_MS: u64 = 12 * 3600 * 1000;
+/// Sends so far, so that sends take a queue's partitions in turn.
+static SENDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn find(broker: &Broker, queue: &str) -> Result<actix::Addr<QueueActor>, HttpResponse> {
     match broker
@@ -125,11 +127,13 @@ pub async fn send(
             timestamp_ms: now,
         });
     }
+    // Each send is one batch, and sends take the queue's partitions in turn.
+    let turn = SENDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Some(addr) = broker
         .catalog
         .snapshot()
-        .partition(&target.topic, 0)
-        .and_then(|p| p.local.clone())
+        .spread(&target.topic, turn)
+        .and_then(|(_, p)| p.local.clone())
     else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -205,7 +209,8 @@ pub async fn receive(
                 got.into_iter()
                     .map(|d| {
                         let mut m = Map::new();
-                        m.insert("receipt".into(), json!(format!("{consumer}.{}", d.offset)));
+                        let receipt = format!("{consumer}.{}.{}", d.id.partition, d.id.offset);
+                        m.insert("receipt".into(), json!(receipt));
                         m.insert("redelivered".into(), json!(d.redelivered));
                         let own =
                             d.record.headers.iter().filter(|(k, _)| {
@@ -219,26 +224,38 @@ pub async fn receive(
                     .collect();
             return HttpResponse::Ok().json(json!({"messages": messages}));
         }
-        // Nothing ready: wait for the queue's log to grow (or the deadline), then try again.
-        let partition = topic.as_ref().and_then(|t| {
-            broker
-                .catalog
-                .snapshot()
-                .partition(t, 0)
-                .and_then(|p| p.local.clone())
-        });
-        let Some(part) = partition else {
+        // Nothing ready: wait for any of the queue's logs to grow (or the deadline), then try
+        // again.
+        let catalog = broker.catalog.snapshot();
+        let partitions: Vec<_> = topic
+            .as_ref()
+            .and_then(|t| catalog.topic(t))
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .filter_map(|p| p.local.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if partitions.is_empty() {
             return HttpResponse::Ok().json(json!({"messages": []}));
-        };
-        let end = part
-            .send(spool_actors::partition::DescribeLog)
-            .await
-            .map(|s| s.high_watermark)
-            .unwrap_or(0);
+        }
+        let mut appended = Vec::with_capacity(partitions.len());
+        for part in partitions {
+            let end = part
+                .send(spool_actors::partition::DescribeLog)
+                .await
+                .map(|s| s.high_watermark)
+                .unwrap_or(0);
+            appended.push(Box::pin(async move {
+                part.send(AwaitRecords { offset: end }).await
+            }));
+        }
         // Records also become ready without an append (a lapsed lease, a requeue), which the
         // log cannot signal: look again at least every 100 ms.
         let wait = (deadline - now).min(Duration::from_millis(100));
-        let _ = actix_web::rt::time::timeout(wait, part.send(AwaitRecords { offset: end })).await;
+        let any = futures_util::future::select_all(appended);
+        let _ = actix_web::rt::time::timeout(wait, any).await;
     }
 }
 
@@ -249,15 +266,23 @@ pub struct SettleBody {
     requeue: bool,
 }
 
-/// Receipts (`{consumer}.{offset}`) grouped by consumer; the first that does not parse.
-fn parse_receipts(receipts: &[String]) -> Result<HashMap<ConsumerId, Vec<u64>>, String> {
-    let mut out: HashMap<ConsumerId, Vec<u64>> = HashMap::new();
+/// Receipts (`{consumer}.{partition}.{offset}`) grouped by consumer; the first that does not
+/// parse.
+fn parse_receipts(receipts: &[String]) -> Result<HashMap<ConsumerId, Vec<RecordId>>, String> {
+    let mut out: HashMap<ConsumerId, Vec<RecordId>> = HashMap::new();
     for r in receipts {
-        let parsed = r
-            .split_once('.')
-            .and_then(|(c, o)| Some((c.parse().ok()?, o.parse().ok()?)));
+        let mut fields = r.split('.');
+        let parsed = (|| {
+            let consumer = fields.next()?.parse().ok()?;
+            let partition = fields.next()?.parse().ok()?;
+            let offset = fields.next()?.parse().ok()?;
+            fields
+                .next()
+                .is_none()
+                .then_some((consumer, RecordId { partition, offset }))
+        })();
         match parsed {
-            Some((c, o)) => out.entry(c).or_default().push(o),
+            Some((c, id)) => out.entry(c).or_default().push(id),
             None => return Err(format!("'{r}' is not a receipt")),
         }
     }
@@ -273,10 +298,10 @@ async fn settle(broker: &Broker, queue: &str, body: SettleBody, outcome: Outcome
         Ok(m) => m,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    for (consumer, offsets) in by_consumer {
+    for (consumer, records) in by_consumer {
         addr.do_send(SettleDeliveries {
             consumer,
-            offsets,
+            records,
             outcome,
         });
     }
