@@ -1,6 +1,7 @@
 //! Starts the real `spool` binary for integration tests and gives rdkafka clients for it.
 #![allow(dead_code)]
 
+pub mod amqp;
 pub mod raw;
 
 use std::net::{TcpListener, TcpStream};

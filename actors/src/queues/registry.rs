@@ -882,6 +882,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn numeric_arguments_are_checked_as_rabbitmq_does() {
+        let args = |v: serde_json::Value| -> Arguments {
+            [("x-partitions".to_string(), v)].into_iter().collect()
+        };
+        assert!(check_arguments("q", &args(serde_json::json!(4))).is_ok());
+        for (value, problem) in [
+            (serde_json::json!(0), "{value_too_small,0,1}"),
+            (serde_json::json!(65), "{value_too_large,65,64}"),
+            (serde_json::json!(-1), "{value_negative,-1}"),
+            (serde_json::json!("4"), "{unacceptable_type,longstr}"),
+        ] {
+            let err = check_arguments("q", &args(value)).unwrap_err().to_string();
+            assert!(err.contains(problem), "{err}");
+            assert!(
+                err.contains("invalid arg 'x-partitions' for queue 'q'"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn queue_names_map_to_legal_distinct_topics() {
         assert_eq!(topic_for_queue("tasks.high"), "tasks.high");
         assert_eq!(topic_for_queue("celery@host"), "amqp.celery_40host");

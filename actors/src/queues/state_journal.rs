@@ -196,3 +196,32 @@ impl Handler<Barrier> for QueueStateJournal {
 
     fn handle(&mut self, _: Barrier, _: &mut Context<Self>) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_without_a_partition_are_partition_zero() {
+        let old: QueueFrame =
+            serde_json::from_str(r#"{"Change":{"queue":"q","change":{"Finished":[0,1]}}}"#)
+                .unwrap();
+        let mut states = QueueStates::default();
+        states.apply(old);
+        states.apply(QueueFrame::Change {
+            queue: "q".into(),
+            partition: 2,
+            change: Change::Finished(vec![0]),
+        });
+        let q = &states.0["q"];
+        assert_eq!((q[&0].start, q[&2].start), (2, 1));
+        // A snapshot keeps each partition apart, and replays to the same state.
+        let mut again = QueueStates::default();
+        for frame in states.snapshot() {
+            again.apply(frame);
+        }
+        assert_eq!(again.0, states.0);
+        again.apply(QueueFrame::Deleted { queue: "q".into() });
+        assert!(again.0.is_empty());
+    }
+}
