@@ -94,7 +94,7 @@ impl Driver for AmqpDriver {
     fn prepare<'a>(
         &'a self,
         topic: &'a str,
-        _partitions: u32,
+        partitions: u32,
         subscriptions: &'a [String],
         reading: Reading,
     ) -> BoxFut<'a, ()> {
@@ -113,6 +113,11 @@ impl Driver for AmqpDriver {
                     "x-queue-type".into(),
                     AMQPValue::LongString(t.as_str().into()),
                 );
+            }
+            // Spool spreads a queue over this many partitions; RabbitMQ keeps an unknown
+            // argument and ignores it.
+            if partitions > 1 {
+                args.insert("x-partitions".into(), AMQPValue::LongUInt(partitions));
             }
             if subscriptions.len() > 1 {
                 ch.exchange_declare(
