@@ -116,6 +116,8 @@ pub struct Channel {
     confirm: bool,
     /// Publish sequence numbers in confirm mode start at 1.
     published: u64,
+    /// Confirms decided and not yet sent, and what the client has been told.
+    confirms: crate::confirms::Confirms,
     incoming: Option<Incoming>,
     next_tag: u64,
     unacked: BTreeMap<u64, Unacked>,
@@ -1154,33 +1156,49 @@ impl Connection {
         Ok(())
     }
 
+    /// Decides publish `seq` of `channel`: its confirm goes out with the others decided before
+    /// the connection next writes ([`Self::send_confirms`]).
     fn confirm(&mut self, channel: u16, seq: u64, ok: bool) {
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
         if ok {
             live::confirmed(1);
         }
-        let method = if ok {
-            basic::AMQPMethod::Ack(basic::Ack {
-                delivery_tag: seq,
-                multiple: false,
-            })
-        } else {
-            basic::AMQPMethod::Nack(basic::Nack {
-                delivery_tag: seq,
-                multiple: false,
-                requeue: false,
-            })
-        };
-        self.method(channel, AMQPClass::Basic(method));
+        if !ch.confirms.pending() {
+            self.confirming.push(channel);
+        }
+        ch.confirms.add(seq, ok);
+    }
+
+    /// Encodes the confirms decided since the last write, runs of acks as one `multiple` ack.
+    pub fn send_confirms(&mut self) {
+        for channel in std::mem::take(&mut self.confirming) {
+            let Some(ch) = self.channels.get_mut(&channel) else {
+                continue;
+            };
+            for c in ch.confirms.take() {
+                let method = if c.ack {
+                    basic::AMQPMethod::Ack(basic::Ack {
+                        delivery_tag: c.delivery_tag,
+                        multiple: c.multiple,
+                    })
+                } else {
+                    basic::AMQPMethod::Nack(basic::Nack {
+                        delivery_tag: c.delivery_tag,
+                        multiple: c.multiple,
+                        requeue: false,
+                    })
+                };
+                self.method(channel, AMQPClass::Basic(method));
+            }
+        }
     }
 
     /// An event from a task the connection started.
     pub fn event(&mut self, ev: Event) {
         match ev {
-            Event::Confirmed { channel, seq, ok } => {
-                if self.channels.contains_key(&channel) {
-                    self.confirm(channel, seq, ok);
-                }
-            }
+            Event::Confirmed { channel, seq, ok } => self.confirm(channel, seq, ok),
         }
     }
 }

@@ -86,6 +86,8 @@ pub struct Connection {
     pub staged: crate::channel::Staged,
     /// Publish flushes so far: a queue of many partitions gets each flush in the next one.
     pub flushes: u64,
+    /// Channels with confirms decided and not yet sent.
+    pub confirming: Vec<u16>,
     /// Settlements waiting to be sent together (see `Connection::flush_settles`).
     pub settles: crate::channel::StagedSettles,
 }
@@ -157,6 +159,7 @@ pub async fn serve(
         overflowed: false,
         staged: Default::default(),
         flushes: 0,
+        confirming: Vec::new(),
         settles: Default::default(),
     };
     let mut io = Io {
@@ -404,6 +407,7 @@ async fn refuse(
 }
 
 async fn flush(conn: &mut Connection, io: &mut Io) -> Result<(), AmqpError> {
+    conn.send_confirms();
     io.flush(&mut conn.out)
         .await
         .map_err(|e| AmqpError::connection(reply::CONNECTION_FORCED, e))

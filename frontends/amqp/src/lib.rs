@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod channel;
 pub mod codec;
+pub mod confirms;
 pub mod connection;
 pub mod message;
 mod method_name;
