@@ -13,6 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use rangemap::RangeSet;
+
 /// A consumer, as the queue knows it: unique across the broker (see [`next_consumer_id`]).
 pub type ConsumerId = u64;
 
@@ -49,20 +51,57 @@ pub struct Acquired {
 pub enum Change {
     /// These records are finished (acknowledged or archived).
     Finished(Vec<u64>),
+    /// Every record in `from..to` is finished: a purge or a retention that removed unread
+    /// records, however many, in one small change.
+    FinishedRange { from: u64, to: u64 },
     /// These records were handed out and now have these delivery counts.
     Delivered(Vec<(u64, u32)>),
 }
 
-/// Offsets one journaled change lists at most. A purge or retention can finish millions of
-/// unread records at once; as one JSON frame they would pass the journal's frame limit.
-pub const FINISHED_PER_CHANGE: u64 = 100_000;
-
 impl Change {
-    /// `from..to` finished, as changes of at most [`FINISHED_PER_CHANGE`] offsets each.
-    pub fn finished_range(from: u64, to: u64) -> impl Iterator<Item = Change> {
-        (from..to)
-            .step_by(FINISHED_PER_CHANGE as usize)
-            .map(move |lo| Change::Finished((lo..(lo + FINISHED_PER_CHANGE).min(to)).collect()))
+    /// `from..to` finished, as one change (none when the range is empty).
+    pub fn finished_range(from: u64, to: u64) -> Option<Change> {
+        (from < to).then_some(Change::FinishedRange { from, to })
+    }
+
+    /// True when the change changes nothing.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Change::Finished(o) => o.is_empty(),
+            Change::FinishedRange { from, to } => from >= to,
+            Change::Delivered(d) => d.is_empty(),
+        }
+    }
+}
+
+/// Finished offsets as ranges, in JSON as `[[from, to], ...]` (half-open). A set of single
+/// offsets, as journals wrote it before, reads too.
+mod finished_ranges {
+    use rangemap::RangeSet;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(set: &RangeSet<u64>, s: S) -> Result<S::Ok, S::Error> {
+        let spans: Vec<[u64; 2]> = set.iter().map(|r| [r.start, r.end]).collect();
+        spans.serialize(s)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        One(u64),
+        Span([u64; 2]),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<RangeSet<u64>, D::Error> {
+        let mut set = RangeSet::new();
+        for item in Vec::<Item>::deserialize(d)? {
+            match item {
+                Item::One(o) => set.insert(o..o + 1),
+                Item::Span([from, to]) if from < to => set.insert(from..to),
+                Item::Span(_) => {}
+            }
+        }
+        Ok(set)
     }
 }
 
@@ -71,7 +110,10 @@ impl Change {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Durable {
     pub start: u64,
-    pub finished: BTreeSet<u64>,
+    /// Finished records above `start`, as ranges: a purge behind an unacknowledged record
+    /// finishes millions of records in one range.
+    #[serde(with = "finished_ranges")]
+    pub finished: RangeSet<u64>,
     pub delivered: BTreeMap<u64, u32>,
 }
 
@@ -83,8 +125,8 @@ pub struct DeliveryState {
     /// is in `pending`.
     read_to: u64,
     pending: BTreeMap<u64, Pending>,
-    /// Finished records above `start` (the holes that keep `start` from moving).
-    finished: BTreeSet<u64>,
+    /// Finished records above `start` (the holes that keep `start` from moving), as ranges.
+    finished: RangeSet<u64>,
     /// Available records: (reverse priority, offset), so the first is the next to deliver.
     available: BTreeSet<(u8, u64)>,
     /// Delivery counts recovered for records not read again yet.
@@ -96,11 +138,10 @@ impl DeliveryState {
     /// The state a queue resumes with after a restart: records it had handed out and not
     /// finished are available again and count as delivered (AMQP `redelivered`).
     pub fn recover(durable: Durable) -> DeliveryState {
-        let finished: BTreeSet<u64> = durable
-            .finished
-            .into_iter()
-            .filter(|o| *o >= durable.start)
-            .collect();
+        let mut finished = durable.finished;
+        if durable.start > 0 {
+            finished.remove(0..durable.start);
+        }
         let mut state = DeliveryState {
             start: durable.start,
             read_to: durable.start,
@@ -138,14 +179,26 @@ impl DeliveryState {
                 for o in offsets {
                     durable.delivered.remove(o);
                     if *o >= durable.start {
-                        durable.finished.insert(*o);
+                        durable.finished.insert(*o..*o + 1);
                     }
                 }
-                while durable.finished.remove(&durable.start) {
-                    durable.start += 1;
+            }
+            Change::FinishedRange { from, to } => {
+                let counted: Vec<u64> =
+                    durable.delivered.range(from..to).map(|(o, _)| *o).collect();
+                for o in counted {
+                    durable.delivered.remove(&o);
+                }
+                let from = (*from).max(durable.start);
+                if from < *to {
+                    durable.finished.insert(from..*to);
                 }
             }
             Change::Delivered(counts) => durable.delivered.extend(counts.iter().copied()),
+        }
+        while let Some(r) = durable.finished.get(&durable.start).cloned() {
+            durable.finished.remove(r.clone());
+            durable.start = r.end;
         }
     }
 
@@ -204,7 +257,9 @@ impl DeliveryState {
             .copied()
             .filter(|o| *o >= self.start && !self.pending.contains_key(o))
             .collect();
-        self.finished.extend(done.iter().copied());
+        for o in &done {
+            self.finished.insert(*o..*o + 1);
+        }
         self.advance_start();
         Change::Finished(done)
     }
@@ -257,7 +312,7 @@ impl DeliveryState {
         for &offset in offsets {
             if self.release_hold(consumer, offset) {
                 self.pending.remove(&offset);
-                self.finished.insert(offset);
+                self.finished.insert(offset..offset + 1);
                 done.push(offset);
             }
         }
@@ -282,7 +337,7 @@ impl DeliveryState {
                     self.available.remove(&(u8::MAX - p.priority, offset));
                 }
             }
-            self.finished.insert(offset);
+            self.finished.insert(offset..offset + 1);
             done.push(offset);
         }
         self.advance_start();
@@ -361,12 +416,21 @@ impl DeliveryState {
     }
 
     fn advance_start(&mut self) {
-        while self.start < self.read_to || self.finished.contains(&self.start) {
-            if self.finished.remove(&self.start) {
-                self.start += 1;
+        loop {
+            if let Some(r) = self.finished.get(&self.start).cloned() {
+                self.finished.remove(r.clone());
+                self.start = r.end;
             } else if self.start < self.read_to && !self.pending.contains_key(&self.start) {
-                // Read, with no record at this offset: nothing to deliver.
-                self.start += 1;
+                // Read, with no record here: nothing to deliver up to the next record, the
+                // next finished range or the end of what was read.
+                let record = self.pending.range(self.start..).next().map(|(o, _)| *o);
+                let finished = self.finished.first().map(|r| r.start);
+                let next = [record, finished, Some(self.read_to)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(self.read_to);
+                self.start = next.max(self.start + 1);
             } else {
                 break;
             }
@@ -384,23 +448,39 @@ mod tests {
     }
 
     #[test]
-    fn a_large_finished_range_is_journaled_in_bounded_changes() {
-        let to = 2 * FINISHED_PER_CHANGE + 7;
-        let changes: Vec<Change> = Change::finished_range(5, to).collect();
-        assert_eq!(changes.len(), 3);
+    fn a_large_finished_range_is_one_change_and_one_range() {
+        let to = 7_500_000;
+        let change = Change::finished_range(5, to).expect("not empty");
         let mut durable = Durable::default();
-        for c in &changes {
-            let Change::Finished(o) = c else {
-                panic!("{c:?}")
-            };
-            assert!(o.len() as u64 <= FINISHED_PER_CHANGE);
-            DeliveryState::replay(&mut durable, c);
-        }
-        // Replayed, they finish exactly 5..to: with 0..5 still open, all are held as finished.
-        assert_eq!(durable.finished.len() as u64, to - 5);
-        assert_eq!(durable.finished.first(), Some(&5));
-        assert_eq!(durable.finished.last(), Some(&(to - 1)));
-        assert_eq!(Change::finished_range(9, 9).count(), 0);
+        durable.delivered.insert(6, 1);
+        DeliveryState::replay(&mut durable, &change);
+        // With 0..5 still open, 5..to is held as one range; the counts inside it are gone.
+        let ranges: Vec<(u64, u64)> = durable.finished.iter().map(|r| (r.start, r.end)).collect();
+        assert_eq!(ranges, [(5, to)]);
+        assert!(durable.delivered.is_empty());
+        let json = serde_json::to_string(&durable).unwrap();
+        assert!(json.len() < 100, "{json}");
+        assert_eq!(serde_json::from_str::<Durable>(&json).unwrap(), durable);
+        // Acknowledging 0..5 moves the start past the range.
+        DeliveryState::replay(&mut durable, &Change::Finished((0..5).collect()));
+        assert_eq!((durable.start, durable.finished.is_empty()), (to, true));
+        assert!(Change::finished_range(9, 9).is_none());
+    }
+
+    #[test]
+    fn snapshots_with_finished_offsets_one_by_one_still_read() {
+        let old = r#"{"start":2,"finished":[4,5,7],"delivered":{"3":1}}"#;
+        let durable: Durable = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            durable.finished.iter().cloned().collect::<Vec<_>>(),
+            [4..6, 7..8]
+        );
+        let mut s = DeliveryState::recover(durable);
+        read(&mut s, 2..9);
+        // 2, 3, 6 and 8 are left; 3 was delivered before.
+        let (got, _) = s.acquire(1, 10, None);
+        let seen: Vec<(u64, bool)> = got.iter().map(|a| (a.offset, a.redelivered)).collect();
+        assert_eq!(seen, [(2, false), (3, true), (6, false), (8, false)]);
     }
 
     #[test]

@@ -289,7 +289,7 @@ impl QueueActor {
                         if from < start {
                             warn!(queue = %act.name, partition = p, from, start, "records removed before delivery");
                             part.state.add_read(&[], start);
-                            for change in Change::finished_range(from, start) {
+                            if let Some(change) = Change::finished_range(from, start) {
                                 act.journal(p, change);
                             }
                         }
@@ -1097,7 +1097,7 @@ impl Handler<PurgeReady> for QueueActor {
             self.finish_archived(p, &ready, None);
             if from < to {
                 self.parts[p].state.add_read(&[], to);
-                for change in Change::finished_range(from, to) {
+                if let Some(change) = Change::finished_range(from, to) {
                     self.journal(p, change);
                 }
             }

@@ -132,11 +132,7 @@ impl Handler<RecordQueueChange> for QueueStateJournal {
     type Result = Result<(), BrokerError>;
 
     fn handle(&mut self, msg: RecordQueueChange, _: &mut Context<Self>) -> Self::Result {
-        let empty = match &msg.change {
-            Change::Finished(o) => o.is_empty(),
-            Change::Delivered(d) => d.is_empty(),
-        };
-        if empty {
+        if msg.change.is_empty() {
             return Ok(());
         }
         self.journal.record(QueueFrame::Change {
