@@ -8,15 +8,24 @@
 # Needs rabbitmq-server and nats-server (see bench/README.md). Environment:
 #   TEST_SECONDS (default 30), WARMUP_SECONDS (5), RATE (the fixed rate of the latency runs;
 #   default: half of what each system sustained at max rate),
-#   SPOOL (default target/release/spool).
+#   SPOOL (default target/release/spool), TABLES (which tables to run; default "1 2 3").
+# The whole run writes tens of GB (brokers keep what they were sent until their topics, queues
+# or streams are deleted); it stops early when less than MIN_FREE_GB (default 30) is free.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench-results}
 spool=${SPOOL:-target/release/spool}
 test_s=${TEST_SECONDS:-30}
 warm_s=${WARMUP_SECONDS:-5}
+tables=${TABLES:-1 2 3}
 work=$(mktemp -d)
 mkdir -p "$out"
+free_gb=$(df -P --block-size=1G "$work" | awk 'NR==2 {print $4}')
+if (( free_gb < ${MIN_FREE_GB:-30} )); then
+  echo "only ${free_gb} GB free under $work; the comparison needs about ${MIN_FREE_GB:-30}" >&2
+  exit 1
+fi
+want() { [[ " $tables " == *" $1 "* ]]; }
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
@@ -74,12 +83,15 @@ nats=nats://127.0.0.1:34222
 stream=1-topic-16-partitions-1kb-max-rate
 
 # 1. Streams: 1 topic x 16 partitions x 1 KiB, at max rate and at half of it.
+if want 1; then
 run_max_and_half 1-stream-spool "Spool" kafka 127.0.0.1:39092 "$stream" --broker-pid "$spool_pid"
 run_max_and_half 1-stream-rabbitmq-stream "RabbitMQ stream" amqp "$amqp_rabbit" "$stream" \
   --queue-type stream --broker-process beam.smp
 run_max_and_half 1-stream-nats "NATS JetStream" nats "$nats" "$stream" --broker-process nats-server
+fi
 
 # 2. Task queue: each system's strongest per-message durability, then its default.
+if want 2; then
 run_max_and_half 2-queue-strong-spool "Spool, fsync before confirm" amqp "$amqp_spool_fsync" \
   task-queue --broker-pid "$spool_fsync_pid" \
   --durability-note "spool --flush-messages 1: fsync before every confirm"
@@ -91,9 +103,11 @@ run_max_and_half 2-queue-default-rabbitmq-classic "RabbitMQ classic" amqp "$amqp
   --queue-type classic --broker-process beam.smp
 run_max_and_half 2-queue-default-nats "NATS JetStream" nats "$nats" task-queue \
   --broker-process nats-server --durability-note "nats-server 2.9 has no per-message fsync option"
+fi
 
 # 3. One Spool topic shape read as a stream (Kafka) and worked off as a queue (AMQP), and
 #    both again over HTTP.
+if want 3; then
 run 3-same-topic-kafka-stream "Spool, stream (kafka)" kafka 127.0.0.1:39092 task-queue \
   --pattern stream --broker-pid "$spool_pid" || true
 run 3-same-topic-amqp-queue "Spool, queue (amqp)" amqp "$amqp_spool" task-queue \
@@ -102,14 +116,19 @@ run 3-same-topic-http-stream "Spool, stream (http)" http http://127.0.0.1:38080 
   --pattern stream --broker-pid "$spool_pid" || true
 run 3-same-topic-http-queue "Spool, queue (http)" http http://127.0.0.1:38080 task-queue \
   --broker-pid "$spool_pid" || true
+fi
 
 report() { # name title results...
   local name=$1 title=$2; shift 2
   "$spool" bench report "$@" --out "$out/$name" --title "$title"
 }
-report 1-stream-max-rate "Streams, max rate" "$out"/1-stream-*-max.json
-report 1-stream-half-rate "Streams, half of each system's max rate" "$out"/1-stream-*-half.json
-report 2-task-queue-max-rate "Task queue, max rate" "$out"/2-queue-*-max.json
-report 2-task-queue-half-rate "Task queue, half of each system's max rate" "$out"/2-queue-*-half.json
-report 3-same-topic "One topic, two models" "$out"/3-same-topic-*.json
+if want 1; then
+  report 1-stream-max-rate "Streams, max rate" "$out"/1-stream-*-max.json
+  report 1-stream-half-rate "Streams, half of each system's max rate" "$out"/1-stream-*-half.json
+fi
+if want 2; then
+  report 2-task-queue-max-rate "Task queue, max rate" "$out"/2-queue-*-max.json
+  report 2-task-queue-half-rate "Task queue, half of each system's max rate" "$out"/2-queue-*-half.json
+fi
+want 3 && report 3-same-topic "One topic, two models" "$out"/3-same-topic-*.json
 echo "reports in $out/*/report.md"
