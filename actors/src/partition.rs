@@ -50,6 +50,13 @@ impl ValidatedBatch {
         Ok(ValidatedBatch { bytes, header })
     }
 
+    /// A batch the broker itself just encoded (queue publishes, dead letters): checked like
+    /// [`Self::new`] but for the CRC, which its encoder computed over these same bytes.
+    pub fn encoded_here(bytes: Bytes) -> Result<ValidatedBatch, BrokerError> {
+        let header = record_batch::validate_own(&bytes).map_err(BrokerError::CorruptBatch)?;
+        Ok(ValidatedBatch { bytes, header })
+    }
+
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }

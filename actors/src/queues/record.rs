@@ -163,7 +163,21 @@ pub fn encode(records: &[QueueRecord]) -> Result<ValidatedBatch, BrokerError> {
             delete_horizon: false,
         })
         .collect();
-    let mut buf = BytesMut::new();
+    // Room for the whole batch up front: growing the buffer copies what is in it.
+    let size: usize = records
+        .iter()
+        .map(|r| {
+            let fields =
+                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+            let headers: usize = r
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 10)
+                .sum();
+            fields + headers + 32
+        })
+        .sum();
+    let mut buf = BytesMut::with_capacity(61 + size);
     RecordBatchEncoder::encode(
         &mut buf,
         &records,
@@ -178,7 +192,7 @@ pub fn encode(records: &[QueueRecord]) -> Result<ValidatedBatch, BrokerError> {
     buf[53..57].copy_from_slice(&(-1i32).to_be_bytes());
     let crc = crc32c::crc32c(&buf[21..]);
     buf[17..21].copy_from_slice(&crc.to_be_bytes());
-    ValidatedBatch::new(buf.freeze())
+    ValidatedBatch::encoded_here(buf.freeze())
 }
 
 /// The offset after the last batch of a read (its base offset plus its span), whatever the
