@@ -358,16 +358,8 @@ impl QueueActor {
         }
         oldest.sort_unstable();
         oldest.truncate(excess);
-        for p in 0..self.parts.len() {
-            let offsets: Vec<u64> = oldest
-                .iter()
-                .filter(|(_, q, _)| *q == p)
-                .map(|(_, _, o)| *o)
-                .collect();
-            if !offsets.is_empty() {
-                self.finish_archived(p, &offsets, Some(DeathReason::MaxLength));
-            }
-        }
+        let head: Vec<(usize, u64)> = oldest.into_iter().map(|(_, p, o)| (p, o)).collect();
+        self.archive_each(&head, DeathReason::MaxLength);
     }
 
     /// Reports queue deletion to `registry` when auto-delete or `x-expires` call for it.
@@ -565,7 +557,13 @@ impl QueueActor {
                 }
                 delivered[p].push(a);
                 if auto_ack {
-                    settled.push((id, p, a.offset));
+                    settled.push((
+                        id,
+                        RecordId {
+                            partition: p as i32,
+                            offset: a.offset,
+                        },
+                    ));
                 }
             }
         }
@@ -590,8 +588,12 @@ impl QueueActor {
                 }
             }
         }
-        for (id, p, offset) in settled {
-            self.settle_partition(id, p, &[offset], Outcome::Ack);
+        // Auto-ack deliveries finish as one settlement per consumer (one journal change each),
+        // not one per record.
+        settled.sort_unstable_by_key(|(id, _)| *id);
+        for group in settled.chunk_by(|a, b| a.0 == b.0) {
+            let records: Vec<RecordId> = group.iter().map(|(_, r)| *r).collect();
+            self.settle(group[0].0, &records, Outcome::Ack);
         }
         if !over_limit.is_empty() {
             debug!(queue = %self.name, count = over_limit.len(), "archived at the delivery limit");
@@ -605,16 +607,28 @@ impl QueueActor {
 
     /// Archives (partition, offset) pairs for `reason`.
     fn archive_each(&mut self, records: &[(usize, u64)], reason: DeathReason) {
-        for p in 0..self.parts.len() {
-            let offsets: Vec<u64> = records
-                .iter()
-                .filter(|(q, _)| *q == p)
-                .map(|(_, o)| *o)
-                .collect();
-            if !offsets.is_empty() {
-                self.finish_archived(p, &offsets, Some(reason));
+        for (p, offsets) in self.by_partition(records.iter().copied()) {
+            self.finish_archived(p, &offsets, Some(reason));
+        }
+    }
+
+    /// Offsets grouped by partition, in one pass. Partitions the queue does not have are
+    /// dropped: a receipt that names one settles nothing.
+    fn by_partition(
+        &self,
+        records: impl IntoIterator<Item = (usize, u64)>,
+    ) -> Vec<(usize, Vec<u64>)> {
+        let mut grouped: Vec<Vec<u64>> = vec![Vec::new(); self.parts.len()];
+        for (p, offset) in records {
+            if let Some(g) = grouped.get_mut(p) {
+                g.push(offset);
             }
         }
+        grouped
+            .into_iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+            .collect()
     }
 
     /// Deliveries a consumer holds, in every partition.
@@ -657,26 +671,11 @@ impl QueueActor {
 
     /// Settles records a consumer holds, in whichever partitions they are.
     fn settle(&mut self, consumer: ConsumerId, records: &[RecordId], outcome: Outcome) {
-        if let Some(first) = records.first() {
-            if records.iter().all(|r| r.partition == first.partition) {
-                let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
-                return self.settle_partition(
-                    consumer,
-                    first.partition as usize,
-                    &offsets,
-                    outcome,
-                );
-            }
-        }
-        for p in 0..self.parts.len() {
-            let offsets: Vec<u64> = records
-                .iter()
-                .filter(|r| r.partition as usize == p)
-                .map(|r| r.offset)
-                .collect();
-            if !offsets.is_empty() {
-                self.settle_partition(consumer, p, &offsets, outcome);
-            }
+        let located = records
+            .iter()
+            .map(|r| (usize::try_from(r.partition).unwrap_or(usize::MAX), r.offset));
+        for (p, offsets) in self.by_partition(located) {
+            self.settle_partition(consumer, p, &offsets, outcome);
         }
     }
 
