@@ -9,13 +9,13 @@
 mod common;
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Spool;
+use common::{free_port, Spool};
 use spool_bench::driver::Driver;
 use spool_bench::drivers::{
     amqp::AmqpDriver, http::HttpDriver, kafka::KafkaDriver, nats::NatsDriver,
@@ -23,14 +23,6 @@ use spool_bench::drivers::{
 use spool_bench::result::RunResult;
 use spool_bench::runner::{run, RunOptions};
 use spool_bench::workload::Workload;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A short workload: 1 s of warm-up, 2 s measured, messages of 256 bytes unless `extra` says
 /// otherwise.

@@ -28,12 +28,29 @@ pub struct Spool {
     extra: Vec<String>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Ports listeners are given: below the kernel's ephemeral range (32768 and up on Linux), so
+/// no client connection's local port can take one between this choice and the broker's bind,
+/// or while a broker restarts on it.
+const LISTENER_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free port for a listener. Ports are handed out in turn from a start that depends on the
+/// process, so tests running at once never get the same one; a port in use is skipped.
+pub fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+    let span = u32::from(LISTENER_PORTS.end - LISTENER_PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        std::sync::atomic::Ordering::Relaxed,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % span;
+        let port = LISTENER_PORTS.start + n as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Spool {
