@@ -31,10 +31,19 @@ pub struct AmqpDriver {
     subscriptions: Mutex<HashMap<String, usize>>,
     /// Stream queues read by a subscription already (see `consumer`).
     stream_readers: Mutex<std::collections::HashSet<String>>,
-    /// The one connection every channel of the driver is opened on, as RabbitMQ
-    /// advises (and as OMB's RabbitMQ driver does): lapin runs a thread per connection, and a
-    /// thread per client would spend the shared cores switching between them.
-    shared: tokio::sync::Mutex<Option<Connection>>,
+    /// Two connections carry every channel of the driver: one for publishing (with set-up
+    /// and clean-up) and one for consuming, as RabbitMQ advises ("use individual AMQP
+    /// connections for either producing or consuming", so that flow control on publishers
+    /// never holds back consumers' acks). Not one per client: lapin runs a thread per
+    /// connection, and a thread per client would spend the shared cores switching.
+    connections: [tokio::sync::Mutex<Option<Connection>>; 2],
+}
+
+/// Which of the driver's two connections a channel is opened on.
+#[derive(Clone, Copy)]
+enum Role {
+    Publish = 0,
+    Consume = 1,
 }
 
 fn queue_name(topic: &str, subscription: &str, subscriptions: usize) -> String {
@@ -52,7 +61,7 @@ impl AmqpDriver {
             queue_type,
             subscriptions: Mutex::default(),
             stream_readers: Mutex::default(),
-            shared: tokio::sync::Mutex::default(),
+            connections: Default::default(),
         }
     }
 
@@ -61,9 +70,9 @@ impl AmqpDriver {
         subs.get(topic).copied().unwrap_or(1)
     }
 
-    /// A new channel on the shared connection, opened on first use.
-    async fn shared_channel(&self) -> anyhow::Result<Channel> {
-        let mut shared = self.shared.lock().await;
+    /// A new channel on the connection for `role`, opened on first use.
+    async fn channel(&self, role: Role) -> anyhow::Result<Channel> {
+        let mut shared = self.connections[role as usize].lock().await;
         if shared.as_ref().is_none_or(|c| !c.status().connected()) {
             let conn = Connection::connect(&self.uri, ConnectionProperties::default())
                 .await
@@ -106,7 +115,7 @@ impl Driver for AmqpDriver {
                 .lock()
                 .expect("subscriptions lock")
                 .insert(topic.to_string(), subscriptions.len());
-            let ch = self.shared_channel().await?;
+            let ch = self.channel(Role::Publish).await?;
             let mut args = FieldTable::default();
             if let Some(t) = &self.queue_type {
                 args.insert(
@@ -158,7 +167,7 @@ impl Driver for AmqpDriver {
 
     fn producer<'a>(&'a self, topic: &'a str) -> BoxFut<'a, Box<dyn Producer>> {
         Box::pin(async move {
-            let ch = self.shared_channel().await?;
+            let ch = self.channel(Role::Publish).await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
             let (exchange, routing_key) = if self.subscriptions_of(topic) > 1 {
                 (topic.to_string(), String::new())
@@ -197,7 +206,7 @@ impl Driver for AmqpDriver {
                     Ok(())
                 })) as Box<dyn Consumer>);
             }
-            let ch = self.shared_channel().await?;
+            let ch = self.channel(Role::Consume).await?;
             let prefetch = match reading {
                 Reading::Queue { prefetch } => prefetch,
                 Reading::Stream | Reading::Rpc => 1000,
@@ -234,8 +243,12 @@ impl Driver for AmqpDriver {
                         d = deliveries.next() => {
                             let Some(d) = d else { break };
                             let d = d?;
+                            // Acked on the channel itself: `Delivery::ack` takes a detour
+                            // through lapin's internal RPC task (a queue hop, a spawned task
+                            // and a second promise per ack) to send the same frame.
+                            let ch = ch.clone();
                             acking.push(async move {
-                                d.ack(BasicAckOptions::default()).await?;
+                                ch.basic_ack(d.delivery_tag, BasicAckOptions::default()).await?;
                                 anyhow::Ok(d.data)
                             });
                         }
@@ -252,7 +265,7 @@ impl Driver for AmqpDriver {
 
     fn cleanup<'a>(&'a self, topic: &'a str, subscriptions: &'a [String]) -> BoxFut<'a, ()> {
         Box::pin(async move {
-            let ch = self.shared_channel().await?;
+            let ch = self.channel(Role::Publish).await?;
             for s in subscriptions {
                 let q = queue_name(topic, s, subscriptions.len());
                 self.stream_readers.lock().expect("readers lock").remove(&q);
@@ -264,8 +277,10 @@ impl Driver for AmqpDriver {
                     .await?;
             }
             ch.close(200, "cleaned up".into()).await?;
-            if let Some(shared) = self.shared.lock().await.take() {
-                let _ = shared.close(200, "done".into()).await;
+            for conn in &self.connections {
+                if let Some(conn) = conn.lock().await.take() {
+                    let _ = conn.close(200, "done".into()).await;
+                }
             }
             Ok(())
         })
@@ -273,7 +288,7 @@ impl Driver for AmqpDriver {
 
     fn rpc_client<'a>(&'a self, topic: &'a str) -> BoxFut<'a, Box<dyn RpcClient>> {
         Box::pin(async move {
-            let ch = self.shared_channel().await?;
+            let ch = self.channel(Role::Publish).await?;
             // Direct reply-to: replies come straight back on this channel, no queue declared.
             let mut replies = ch
                 .basic_consume(
@@ -312,7 +327,7 @@ impl Driver for AmqpDriver {
 
     fn rpc_server<'a>(&'a self, topic: &'a str, deliver: Deliver) -> BoxFut<'a, Box<dyn Consumer>> {
         Box::pin(async move {
-            let ch = self.shared_channel().await?;
+            let ch = self.channel(Role::Consume).await?;
             ch.basic_qos(100, BasicQosOptions::default()).await?;
             let mut requests = ch
                 .basic_consume(
