@@ -246,7 +246,7 @@ impl Driver for AmqpDriver {
                             // Acked on the channel itself: `Delivery::ack` takes a detour
                             // through lapin's internal RPC task (a queue hop, a spawned task
                             // and a second promise per ack) to send the same frame.
-                            let ch = ch.clone();
+                            let ch = &ch;
                             acking.push(async move {
                                 ch.basic_ack(d.delivery_tag, BasicAckOptions::default()).await?;
                                 anyhow::Ok(d.data)
