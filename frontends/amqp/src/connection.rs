@@ -122,7 +122,7 @@ impl Connection {
         ));
         let chunk = self.frame_max.saturating_sub(8).max(1);
         for part in body.chunks(chunk) {
-            self.send(AMQPFrame::Body(channel, part.to_vec()));
+            codec::encode_body(channel, part, &mut self.out);
         }
     }
 }
