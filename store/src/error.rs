@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong in the store. Wire protocols map these to their own codes.
 #[derive(Debug, thiserror::Error)]
@@ -20,9 +20,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
-        let path = path.into();
-        move |source| StoreError::Io { path, source }
+    /// An I/O error's converter for `map_err`. The path is copied only when there is an
+    /// error: this sits on every append, read and flush.
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+        move |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use spool_metrics::live;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use actix::Addr;
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
@@ -26,7 +27,7 @@ use spool_actors::queues::routing::RouteError;
 use spool_actors::BrokerError;
 
 use crate::connection::{
-    next_consumer_id, truncate, Connection, ConsumerRef, Event, DIRECT_REPLY_TO,
+    next_consumer_id, truncate, Connection, ConsumerRef, Event, QueueHandle, DIRECT_REPLY_TO,
 };
 use crate::message::{from_record, table_to_args, to_record};
 use crate::reply::{self, AmqpError};
@@ -47,7 +48,7 @@ pub struct Staged {
 
 /// Settlements received since the last flush, by consumer and outcome, so that a queue gets
 /// one message (one dispatch, one journal write) for every ack of a read instead of one each.
-pub type StagedSettles = HashMap<(ConsumerId, Outcome), (Addr<QueueActor>, Vec<RecordId>)>;
+pub type StagedSettles = HashMap<(ConsumerId, Outcome), (QueueHandle, Vec<RecordId>)>;
 
 /// One queue's staged records: the partition they go to, the records in publish order, and
 /// which staged messages they are. A queue of many partitions gets each flush's records in
@@ -105,7 +106,7 @@ struct Incoming {
 struct Unacked {
     consumer: ConsumerId,
     id: RecordId,
-    queue: Addr<QueueActor>,
+    queue: QueueHandle,
 }
 
 /// The state of one open channel.
@@ -666,8 +667,8 @@ impl Connection {
             consumer,
             ConsumerRef {
                 channel: id,
-                tag: tag.clone(),
-                queue: queue.clone(),
+                tag: tag.as_str().into(),
+                queue: Arc::new(queue.clone()),
                 no_ack: c.no_ack,
                 cancelled: false,
             },
@@ -769,7 +770,7 @@ impl Connection {
             return Ok(());
         };
         let remaining = queue.send(CountMessages).await.unwrap_or_default().ready;
-        let tag = self.track(id, consumer, d.id, &queue, g.no_ack);
+        let tag = self.track(id, consumer, d.id, Arc::new(queue.clone()), g.no_ack);
         let out = from_record(&d.record);
         self.content(
             id,
@@ -792,7 +793,7 @@ impl Connection {
         id: u16,
         consumer: ConsumerId,
         record: RecordId,
-        queue: &Addr<QueueActor>,
+        queue: QueueHandle,
         no_ack: bool,
     ) -> u64 {
         let ch = self.ch(id);
@@ -804,7 +805,7 @@ impl Connection {
                 Unacked {
                     consumer,
                     id: record,
-                    queue: queue.clone(),
+                    queue,
                 },
             );
         }
@@ -826,11 +827,11 @@ impl Connection {
                 c.cancelled = true;
                 let (channel, tag) = (c.channel, c.tag.clone());
                 if let Some(ch) = self.channels.get_mut(&channel) {
-                    ch.consumers.remove(&tag);
+                    ch.consumers.remove(tag.as_str());
                     self.method(
                         channel,
                         AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-                            consumer_tag: tag.as_str().into(),
+                            consumer_tag: tag,
                             nowait: true,
                         })),
                     );
@@ -877,16 +878,16 @@ impl Connection {
             }
             return;
         }
-        let delivery_tag = self.track(channel, d.consumer, d.id, &queue, no_ack);
+        let delivery_tag = self.track(channel, d.consumer, d.id, queue, no_ack);
         let out = from_record(&d.record);
         self.content(
             channel,
             AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                consumer_tag: tag.as_str().into(),
+                consumer_tag: tag,
                 delivery_tag,
                 redelivered: d.redelivered,
-                exchange: out.exchange.as_str().into(),
-                routing_key: out.routing_key.as_str().into(),
+                exchange: out.exchange.into(),
+                routing_key: out.routing_key.into(),
             })),
             out.properties,
             &out.body,

@@ -50,11 +50,17 @@ pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 pub type DirectReplies =
     Arc<std::sync::Mutex<HashMap<String, (mpsc::Sender<ConsumerEvent>, ConsumerId)>>>;
 
+/// A queue's address as this connection's consumers and unsettled deliveries hold it:
+/// cloning an actix `Addr` allocates (a new sender's task and park flag), and a delivery
+/// would clone it twice.
+pub type QueueHandle = Arc<actix::Addr<QueueActor>>;
+
 /// A consumer of this connection: where its deliveries go.
 pub struct ConsumerRef {
     pub channel: u16,
-    pub tag: String,
-    pub queue: actix::Addr<QueueActor>,
+    /// As every basic.deliver carries it.
+    pub tag: ShortString,
+    pub queue: QueueHandle,
     pub no_ack: bool,
     /// Cancelled: deliveries still arriving for it go back to the queue.
     pub cancelled: bool,
