@@ -989,9 +989,17 @@ impl Handler<CountMessages> for QueueActor {
     type Result = ResponseActFuture<Self, QueueCounts>;
 
     fn handle(&mut self, _: CountMessages, _: &mut Context<Self>) -> Self::Result {
-        // The answer also means every settlement handled before it is in the journal (the
-        // barrier follows the changes this actor sent), so a client that saw it can rely on
-        // its acknowledgements surviving a crash.
+        Box::pin(self.learn_log_ends().map(|(), act, _| act.counts()))
+    }
+}
+
+impl QueueActor {
+    /// Waits until the journal holds every change sent before and each partition's log end
+    /// is known as its actor has it, so that what follows covers every record appended (and
+    /// confirmed) before the caller asked. A count answered after it also means every
+    /// settlement handled before is in the journal, so a client that saw it can rely on its
+    /// acknowledgements surviving a crash.
+    fn learn_log_ends(&mut self) -> impl ActorFuture<Self, Output = ()> {
         self.track_partitions();
         let written = self.journal.send(Barrier);
         let logs: Vec<_> = (0..self.parts.len())
@@ -1000,22 +1008,19 @@ impl Handler<CountMessages> for QueueActor {
                 Some(async move { (p, log.await.ok()) })
             })
             .collect();
-        Box::pin(
-            async move {
-                let _ = written.await;
-                futures_util::future::join_all(logs).await
-            }
-            .into_actor(self)
-            .map(|statuses, act, _| {
-                for (p, status) in statuses {
-                    if let Some(status) = status {
-                        let part = &mut act.parts[p];
-                        part.log_end = part.log_end.max(status.high_watermark);
-                    }
+        async move {
+            let _ = written.await;
+            futures_util::future::join_all(logs).await
+        }
+        .into_actor(self)
+        .map(|statuses, act, _| {
+            for (p, status) in statuses {
+                if let Some(status) = status {
+                    let part = &mut act.parts[p];
+                    part.log_end = part.log_end.max(status.high_watermark);
                 }
-                act.counts()
-            }),
-        )
+            }
+        })
     }
 }
 
@@ -1083,9 +1088,16 @@ impl Handler<StopQueue> for QueueActor {
 pub struct PurgeReady;
 
 impl Handler<PurgeReady> for QueueActor {
-    type Result = MessageResult<PurgeReady>;
+    type Result = ResponseActFuture<Self, u64>;
 
     fn handle(&mut self, _: PurgeReady, _: &mut Context<Self>) -> Self::Result {
+        // Everything appended before the purge is purged, read ahead or not.
+        Box::pin(self.learn_log_ends().map(|(), act, _| act.purge_ready()))
+    }
+}
+
+impl QueueActor {
+    fn purge_ready(&mut self) -> u64 {
         let mut purged = 0;
         for p in 0..self.parts.len() {
             let part = &mut self.parts[p];
@@ -1101,6 +1113,6 @@ impl Handler<PurgeReady> for QueueActor {
                 }
             }
         }
-        MessageResult(purged)
+        purged
     }
 }
