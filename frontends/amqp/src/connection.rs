@@ -190,7 +190,7 @@ pub async fn serve(
         Ok(None) => {}
         Err(e) => debug!(connection = id, %peer, error = %e, "AMQP handshake failed"),
     }
-    cleanup(&mut conn);
+    cleanup(&mut conn).await;
     let _ = io.stream.shutdown().await;
 }
 
@@ -562,6 +562,9 @@ async fn handle_frame(conn: &mut Connection, frame: AMQPFrame) -> Result<bool, A
         ),
         AMQPFrame::Method(0, AMQPClass::Connection(m)) => match m {
             connection::AMQPMethod::Close(_) => {
+                // What the connection held is released before close-ok: a client that has
+                // its close answered finds its exclusive queues gone.
+                cleanup(conn).await;
                 conn.method(
                     0,
                     AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
@@ -606,13 +609,15 @@ async fn handle_frame(conn: &mut Connection, frame: AMQPFrame) -> Result<bool, A
     }
 }
 
-/// Returns what a closing connection held to its queues.
-fn cleanup(conn: &mut Connection) {
+/// Returns what a closing connection held to its queues and deletes its exclusive queues.
+/// Runs when the client's close arrives and again when the connection ends (then with nothing
+/// left to release).
+async fn cleanup(conn: &mut Connection) {
     live::channels(-(conn.channels.len() as i64));
     // Publishes read before the end are appended, as a broker that had received them would.
     let _ = conn.flush_publishes();
     conn.flush_settles();
-    for ch in conn.channels.values_mut() {
+    for (_, mut ch) in conn.channels.drain() {
         ch.release_all();
     }
     for (id, c) in conn.consumers.drain() {
@@ -622,7 +627,11 @@ fn cleanup(conn: &mut Connection) {
         });
         c.queue.do_send(ReleaseAll { consumer: id });
     }
-    conn.broker.queues.do_send(ConnectionClosed {
-        connection: conn.id,
-    });
+    let _ = conn
+        .broker
+        .queues
+        .send(ConnectionClosed {
+            connection: conn.id,
+        })
+        .await;
 }
