@@ -29,7 +29,7 @@ use spool_actors::BrokerError;
 use crate::connection::{
     next_consumer_id, truncate, Connection, ConsumerRef, Event, QueueHandle, DIRECT_REPLY_TO,
 };
-use crate::message::{from_record, table_to_args, to_record};
+use crate::message::{expiration_ms, from_record, table_to_args, to_record};
 use crate::reply::{self, AmqpError};
 
 /// Records per batch when staged publishes are appended (well under `max.message.bytes`).
@@ -612,8 +612,20 @@ impl Connection {
                 };
                 self.settle(id, r.delivery_tag, false, outcome)?
             }
-            basic::AMQPMethod::Recover(_) | basic::AMQPMethod::RecoverAsync(_) => {
-                // Redelivery to anyone (requeue), which is what RabbitMQ does for both flags.
+            // Unacknowledged deliveries go back to the queue, for anyone, flagged redelivered.
+            // As in RabbitMQ, redelivery to the same consumer (requeue=false) is not
+            // implemented, and recover-async has no answer.
+            basic::AMQPMethod::Recover(basic::Recover { requeue })
+            | basic::AMQPMethod::RecoverAsync(basic::RecoverAsync { requeue })
+                if !requeue =>
+            {
+                return Err(AmqpError::connection(
+                    reply::NOT_IMPLEMENTED,
+                    "requeue=false",
+                ))
+            }
+            basic::AMQPMethod::RecoverAsync(_) => self.settle_all(id, Outcome::Requeue),
+            basic::AMQPMethod::Recover(_) => {
                 self.settle_all(id, Outcome::Requeue);
                 self.method(
                     id,
@@ -954,6 +966,21 @@ impl Connection {
         let inc = self.ch(id).incoming.take().expect("publishing");
         let header = inc.header.expect("complete");
         let p = inc.publish;
+        if let Err(problem) = expiration_ms(&header.properties) {
+            let text = header
+                .properties
+                .expiration()
+                .as_ref()
+                .map(|e| e.to_string());
+            return Err(AmqpError::channel(
+                reply::PRECONDITION_FAILED,
+                format!(
+                    "invalid expiration '{}': {problem}",
+                    text.unwrap_or_default()
+                ),
+            )
+            .on(60, 40));
+        }
         let confirm = self.ch(id).confirm;
         live::published(confirm);
         let seq = if confirm {

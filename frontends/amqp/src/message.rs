@@ -143,6 +143,33 @@ macro_rules! text_properties {
     };
 }
 
+/// A message's own `expiration` in milliseconds, read as RabbitMQ reads it: a decimal
+/// integer, nothing after it, not negative. The error is RabbitMQ's term for what is wrong
+/// (`no_integer`, `{leftover_string,"x"}`, `{value_negative,-5}`), which it quotes in the
+/// PRECONDITION_FAILED that refuses such a publish.
+pub fn expiration_ms(props: &BasicProperties) -> Result<Option<i64>, String> {
+    let Some(text) = props.expiration() else {
+        return Ok(None);
+    };
+    let text = text.as_str();
+    let digits = text
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && (c == '-' || c == '+'))))
+        .map_or(text.len(), |(i, _)| i);
+    let n: i64 = match text[..digits].parse() {
+        Ok(n) => n,
+        Err(_) if digits > 1 => return Err(format!("{{value_too_large,{}}}", &text[..digits])),
+        Err(_) => return Err("no_integer".to_string()),
+    };
+    if digits < text.len() {
+        return Err(format!("{{leftover_string,{:?}}}", &text[digits..]));
+    }
+    if n < 0 {
+        return Err(format!("{{value_negative,{n}}}"));
+    }
+    Ok(Some(n))
+}
+
 /// The record a publish stores. `ttl_ms`: the queue's `x-message-ttl`, if any (the shorter of
 /// it and the message's own expiration applies).
 pub fn to_record(
@@ -173,10 +200,7 @@ pub fn to_record(
     if let Some(t) = props.timestamp() {
         put("amqp.timestamp", t.to_string());
     }
-    let own_ttl = props
-        .expiration()
-        .as_ref()
-        .and_then(|e| e.as_str().parse::<i64>().ok());
+    let own_ttl = expiration_ms(props).ok().flatten();
     if let Some(ttl) = [own_ttl, ttl_ms].into_iter().flatten().min() {
         put(EXPIRES_HEADER, (now_ms + ttl.max(0)).to_string());
     }
@@ -338,6 +362,18 @@ mod tests {
         );
         assert_eq!(back.properties, props);
         assert_eq!(&back.body[..], b"{}");
+    }
+
+    #[test]
+    fn expirations_are_read_as_rabbitmq_reads_them() {
+        let read = |e: &str| expiration_ms(&BasicProperties::default().with_expiration(e.into()));
+        assert_eq!(read("1500"), Ok(Some(1500)));
+        assert_eq!(read("0"), Ok(Some(0)));
+        assert_eq!(read("soon").unwrap_err(), "no_integer");
+        assert_eq!(read("").unwrap_err(), "no_integer");
+        assert_eq!(read("10s").unwrap_err(), r#"{leftover_string,"s"}"#);
+        assert_eq!(read("-5").unwrap_err(), "{value_negative,-5}");
+        assert_eq!(expiration_ms(&BasicProperties::default()), Ok(None));
     }
 
     #[test]
