@@ -3,6 +3,7 @@
 Exits non-zero on the first failed check; prints "pika: all ok" at the end.
 """
 
+import subprocess
 import sys
 import time
 
@@ -37,6 +38,38 @@ while len(seen) < 60 and time.time() < deadline:
             seen.append(body.decode())
             w.basic_ack(method.delivery_tag)
 check(sorted(seen) == sorted(f"job-{i}" for i in range(60)), f"each job once: {len(seen)}")
+
+# A worker killed mid-task (SIGKILL: no close, the socket just drops): the four messages it held
+# go to the next consumer, flagged redelivered; the others arrive once, not flagged.
+WORKER = """
+import sys, pika
+conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", int(sys.argv[1])))
+ch = conn.channel()
+ch.basic_qos(prefetch_count=4)
+ch.basic_consume("tasks", lambda ch, method, props, body: print(body.decode(), flush=True))
+ch.start_consuming()
+"""
+ch.queue_declare("tasks", durable=True)
+for i in range(20):
+    ch.basic_publish("", "tasks", f"task-{i}".encode(), pika.BasicProperties(delivery_mode=2))
+worker = subprocess.Popen([sys.executable, "-c", WORKER, sys.argv[1]], stdout=subprocess.PIPE,
+                          text=True)
+taken = {worker.stdout.readline().strip() for _ in range(4)}
+worker.kill()
+worker.wait()
+survivor = conn.channel()
+survivor.basic_qos(prefetch_count=10)
+got = {}
+for method, _, body in survivor.consume("tasks", inactivity_timeout=30):
+    check(method is not None, f"only {len(got)} of 20 tasks arrived")
+    check(body.decode() not in got, f"{body} delivered twice")
+    got[body.decode()] = method.redelivered
+    survivor.basic_ack(method.delivery_tag)
+    if len(got) == 20:
+        break
+survivor.cancel()
+check(set(got) == {f"task-{i}" for i in range(20)}, f"tasks {sorted(got)}")
+check({b for b, again in got.items() if again} == taken, f"redelivered {got}, killed worker held {taken}")
 
 # Properties and headers come back as published.
 ch.queue_declare("props")
