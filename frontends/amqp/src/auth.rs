@@ -73,3 +73,100 @@ pub fn check(config: &AmqpConfig, start_ok: &StartOk, peer: SocketAddr) -> Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::types::{FieldTable, LongString};
+
+    fn config() -> AmqpConfig {
+        AmqpConfig {
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat_s: 60,
+            max_message_bytes: 1 << 20,
+            max_connections: 16,
+            users: vec![
+                ("guest".into(), "guest".into()),
+                ("app".into(), "s3cret".into()),
+            ],
+            guest_loopback_only: true,
+            max_inflight_bytes: 1 << 20,
+        }
+    }
+
+    fn plain(user: &str, pass: &str) -> StartOk {
+        StartOk {
+            client_properties: FieldTable::default(),
+            mechanism: "PLAIN".into(),
+            response: LongString::from(format!("\0{user}\0{pass}")),
+            locale: "en_US".into(),
+        }
+    }
+
+    /// AMQPLAIN's response: a field table without its length prefix.
+    fn amqplain(user: &str, pass: &str) -> StartOk {
+        let mut t = FieldTable::default();
+        t.insert("LOGIN".into(), AMQPValue::LongString(user.into()));
+        t.insert("PASSWORD".into(), AMQPValue::LongString(pass.into()));
+        let encoded = amq_protocol::types::generation::gen_field_table(&t)(
+            amq_protocol::frame::WriteContext::from(Vec::new()),
+        )
+        .expect("encodes")
+        .write;
+        StartOk {
+            client_properties: FieldTable::default(),
+            mechanism: "AMQPLAIN".into(),
+            response: LongString::from(encoded[4..].to_vec()),
+            locale: "en_US".into(),
+        }
+    }
+
+    #[test]
+    fn guest_logs_in_from_loopback_only_and_others_from_anywhere() {
+        let (local, remote) = (
+            "127.0.0.1:5000".parse().unwrap(),
+            "192.0.2.7:5000".parse().unwrap(),
+        );
+        let c = config();
+        assert!(check(&c, &plain("guest", "guest"), local).is_ok());
+        let e = check(&c, &plain("guest", "guest"), remote).unwrap_err();
+        assert_eq!(e.code, reply::ACCESS_REFUSED);
+        assert!(
+            e.text.contains("can only connect via localhost"),
+            "{}",
+            e.text
+        );
+        assert!(check(&c, &plain("app", "s3cret"), remote).is_ok());
+        assert!(check(&c, &amqplain("app", "s3cret"), remote).is_ok());
+        let open = AmqpConfig {
+            guest_loopback_only: false,
+            ..config()
+        };
+        assert!(check(&open, &plain("guest", "guest"), remote).is_ok());
+    }
+
+    #[test]
+    fn wrong_passwords_and_mechanisms_are_refused() {
+        let local = "127.0.0.1:5000".parse().unwrap();
+        let c = config();
+        for start_ok in [
+            plain("app", "guess"),
+            amqplain("app", "guess"),
+            plain("nobody", ""),
+        ] {
+            let e = check(&c, &start_ok, local).unwrap_err();
+            assert_eq!((e.code, e.connection), (reply::ACCESS_REFUSED, true));
+            assert!(e.text.contains("Login was refused"), "{}", e.text);
+        }
+        let mut external = plain("app", "s3cret");
+        external.mechanism = "EXTERNAL".into();
+        assert!(check(&c, &external, local)
+            .unwrap_err()
+            .text
+            .contains("unsupported mechanism 'EXTERNAL'"));
+        let mut garbled = plain("app", "s3cret");
+        garbled.response = LongString::from(b"no separators".to_vec());
+        assert!(check(&c, &garbled, local).is_err());
+    }
+}
