@@ -203,6 +203,17 @@ async fn declare_and_delete_over_http() {
         r#"{"messages":[{"body":"a"},{"body":"b"}]}"#,
     );
     assert_eq!(status, 200, "{body}");
+    // Full: of two more, none goes in, and the answer says so.
+    let (status, body) = spool.http_post(
+        "/queues/work/messages",
+        r#"{"messages":[{"body":"c"},{"body":"d"}]}"#,
+    );
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(parse(&body)["sent"], json!(0), "{body}");
+    assert!(parse(&body)["message"]
+        .as_str()
+        .unwrap()
+        .contains("2 of 2 messages refused"));
     let got = ch
         .basic_get("work".into(), BasicGetOptions { no_ack: true })
         .await

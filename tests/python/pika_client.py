@@ -114,6 +114,13 @@ dl = {"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "dead"}
 ch.queue_declare("work.dl", arguments=dl)
 ch.queue_declare("ttl.dl", arguments={**dl, "x-message-ttl": 1})
 ch.queue_declare("limit.dl", arguments={**dl, "x-delivery-limit": 1})
+ch.queue_declare("full.dl", arguments={**dl, "x-max-length": 1, "x-overflow": "reject-publish-dlx"})
+ch.basic_publish("", "full.dl", b"fits")
+try:
+    ch.basic_publish("", "full.dl", b"overflow")
+    sys.exit("FAILED: reject-publish-dlx accepted a publish beyond x-max-length")
+except pika.exceptions.NackError:
+    pass
 ch.basic_publish("", "work.dl", b"refused")
 method, _, _ = ch.basic_get("work.dl")
 ch.basic_reject(method.delivery_tag, requeue=False)
@@ -124,13 +131,14 @@ ch.basic_nack(method.delivery_tag, requeue=True)
 check(ch.basic_get("limit.dl")[0] is None, "delivered past the limit")
 dead = {}
 deadline = time.time() + 10
-while len(dead) < 3 and time.time() < deadline:
+while len(dead) < 4 and time.time() < deadline:
     method, props, body = ch.basic_get("dead.letters", auto_ack=True)
     if method:
         dead[body.decode()] = (method, props)
-check(set(dead) == {"refused", "too-late", "poison"}, f"dead letters {sorted(dead)}")
+check(set(dead) == {"refused", "too-late", "poison", "overflow"}, f"dead letters {sorted(dead)}")
 for body, (queue, reason) in {"refused": ("work.dl", "rejected"), "too-late": ("ttl.dl", "expired"),
-                              "poison": ("limit.dl", "delivery_limit")}.items():
+                              "poison": ("limit.dl", "delivery_limit"),
+                              "overflow": ("full.dl", "rejected")}.items():
     method, props = dead[body]
     death = props.headers["x-death"][0]
     check(death["queue"] == queue and death["reason"] == reason and death["count"] == 1,

@@ -88,6 +88,15 @@ pub enum Overflow {
     DropHead,
     /// New publishes are refused (the publisher gets a nack).
     RejectPublish,
+    /// As `RejectPublish`, and the refused message is dead-lettered (reason `rejected`).
+    RejectPublishDlx,
+}
+
+impl Overflow {
+    /// Whether a full queue refuses publishes (so a publish must ask it first).
+    pub fn rejects_publishes(self) -> bool {
+        self != Overflow::DropHead
+    }
 }
 
 /// Tells the registry a queue should go (auto-delete or `x-expires`).
@@ -1059,6 +1068,30 @@ impl Handler<AdmitPublish> for QueueActor {
             }
             !full
         }))
+    }
+}
+
+/// A publish the queue refused (see [`AdmitPublish`]): with `x-overflow=reject-publish-dlx`
+/// it goes to the dead-letter exchange as `rejected`, as RabbitMQ does; otherwise it is
+/// dropped. The record is built by the publisher only once it was refused.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RefusePublish {
+    pub record: QueueRecord,
+}
+
+impl Handler<RefusePublish> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RefusePublish, _: &mut Context<Self>) {
+        if self.settings.overflow != Overflow::RejectPublishDlx {
+            return;
+        }
+        let dlx = self.settings.dead_letter.clone();
+        live::dead_lettered(DeathReason::Rejected.metric(), 1, dlx.is_some());
+        if let Some(dlx) = dlx {
+            self.republish(&msg.record, DeathReason::Rejected, &dlx);
+        }
     }
 }
 

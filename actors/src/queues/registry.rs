@@ -80,7 +80,8 @@ impl QueueDef {
                 .get("x-max-length")
                 .and_then(serde_json::Value::as_u64),
             overflow: match text("x-overflow").as_deref() {
-                Some("reject-publish") | Some("reject-publish-dlx") => Overflow::RejectPublish,
+                Some("reject-publish") => Overflow::RejectPublish,
+                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
                 _ => Overflow::DropHead,
             },
         }
@@ -317,7 +318,7 @@ impl QueueRegistry {
                                 .and_then(serde_json::Value::as_i64),
                             admission: {
                                 let s = q.def.settings();
-                                (s.overflow == Overflow::RejectPublish && s.max_length.is_some())
+                                (s.overflow.rejects_publishes() && s.max_length.is_some())
                                     .then(|| q.addr.clone())
                             },
                         },

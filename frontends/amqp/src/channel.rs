@@ -16,7 +16,7 @@ use spool_actors::partition::{queue_append, PartitionActor};
 use spool_actors::queues::delivery::ConsumerId;
 use spool_actors::queues::queue::{
     AddConsumer, AdmitPublish, ConsumerEvent, CountMessages, Delivery, Outcome, PurgeReady,
-    QueueActor, RecordId, ReleaseAll, RemoveConsumer, SettleDeliveries, TakeOne,
+    QueueActor, RecordId, RefusePublish, ReleaseAll, RemoveConsumer, SettleDeliveries, TakeOne,
 };
 use spool_actors::queues::record::{self, QueueRecord};
 use spool_actors::queues::registry::{
@@ -1093,13 +1093,27 @@ impl Connection {
         let catalog = self.broker.catalog.snapshot();
         let now = now_ms();
         // A full queue with x-overflow=reject-publish refuses the message: it is not appended
-        // there, and the publisher gets a nack.
+        // there, and the publisher gets a nack (with reject-publish-dlx the queue also
+        // dead-letters it).
         let mut refused = false;
         let mut records = Vec::with_capacity(targets.len());
+        let record = |ttl| {
+            to_record(
+                &exchange,
+                &routing_key,
+                &header.properties,
+                body.clone(),
+                now,
+                ttl,
+            )
+        };
         for t in &targets {
             if let Some(q) = &t.admission {
                 if !q.send(AdmitPublish).await.unwrap_or(false) {
                     refused = true;
+                    q.do_send(RefusePublish {
+                        record: record(t.message_ttl),
+                    });
                     continue;
                 }
             }
@@ -1113,15 +1127,7 @@ impl Connection {
                     format!("queue '{}' has no storage (its topic is gone)", t.name),
                 ));
             };
-            let rec = to_record(
-                &exchange,
-                &routing_key,
-                &header.properties,
-                body.clone(),
-                now,
-                t.message_ttl,
-            );
-            records.push((t.topic.clone(), addr, rec));
+            records.push((t.topic.clone(), addr, record(t.message_ttl)));
         }
         self.publisher = true;
         self.staged.add(id, seq, refused, body.len(), records);

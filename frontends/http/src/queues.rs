@@ -19,7 +19,8 @@ use serde_json::{json, Map, Value};
 use spool_actors::partition::{queue_append, AwaitRecords};
 use spool_actors::queues::delivery::{next_consumer_id, ConsumerId};
 use spool_actors::queues::queue::{
-    CountMessages, LeaseRecords, Outcome, QueueActor, QueueCounts, RecordId, SettleDeliveries,
+    AdmitPublish, CountMessages, LeaseRecords, Outcome, QueueActor, QueueCounts, RecordId,
+    RefusePublish, SettleDeliveries,
 };
 use spool_actors::queues::record::{self, QueueRecord, EXCHANGE_HEADER};
 use spool_actors::queues::registry::{DeclareQueue, DeleteQueue, FindQueue};
@@ -77,7 +78,7 @@ pub struct SendMessage {
     summary = "Send messages to a queue",
     params(("queue" = String, Path, description = "Queue name")),
     request_body = SendBody,
-    responses((status = 200, description = "Sent"), (status = 400, description = "Bad message"), (status = 404, description = "Unknown queue"))
+    responses((status = 200, description = "Sent"), (status = 400, description = "Bad message"), (status = 404, description = "Unknown queue"), (status = 409, description = "The queue is full (x-overflow reject-publish): `sent` says how many went in, in order"))
 )]
 pub async fn send(
     broker: web::Data<Broker>,
@@ -127,6 +128,33 @@ pub async fn send(
             timestamp_ms: now,
         });
     }
+    // A full queue with x-overflow=reject-publish takes messages while it has room; the rest
+    // are refused (and dead-lettered with reject-publish-dlx), as AMQP publishes would be.
+    let mut refused = 0;
+    if let Some(q) = &target.admission {
+        let mut admitted = 0;
+        while admitted < records.len() && q.send(AdmitPublish).await.unwrap_or(false) {
+            admitted += 1;
+        }
+        for record in records.drain(admitted..) {
+            refused += 1;
+            q.do_send(RefusePublish { record });
+        }
+    }
+    let full = || {
+        HttpResponse::Conflict().json(json!({
+            "error_code": 409,
+            "message": format!(
+                "queue '{queue}' is full (x-max-length with x-overflow reject-publish): \
+                 {refused} of {} messages refused",
+                records.len() + refused
+            ),
+            "sent": records.len(),
+        }))
+    };
+    if records.is_empty() {
+        return full();
+    }
     // Each send is one batch, and sends take the queue's partitions in turn.
     let turn = SENDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Some(addr) = broker
@@ -145,6 +173,7 @@ pub async fn send(
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     match queue_append(&addr, vec![batch]).await {
+        Some(Ok(_)) if refused > 0 => full(),
         Some(Ok(_)) => HttpResponse::Ok().json(json!({"sent": records.len()})),
         Some(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         None => error(
