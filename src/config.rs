@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// and are no longer read [default: 67108864].
     #[arg(long, env = "SPOOL_AMQP_MAX_INFLIGHT_BYTES")]
     pub amqp_max_inflight_bytes: Option<usize>,
+    /// Free bytes on the data directory's disk below which AMQP publishers get
+    /// connection.blocked ("low on disk"), as RabbitMQ's disk_free_limit [default: 50000000].
+    #[arg(long, env = "SPOOL_AMQP_DISK_FREE_LIMIT")]
+    pub amqp_disk_free_limit: Option<u64>,
     /// host:port clients are told to connect to [default: the listener's host and port, with
     /// 127.0.0.1 for an unspecified host].
     #[arg(long, env = "SPOOL_ADVERTISED_KAFKA_ADDR")]
@@ -150,6 +154,7 @@ impl ServeArgs {
             amqp_channel_max,
             amqp_heartbeat,
             amqp_max_inflight_bytes,
+            amqp_disk_free_limit,
             advertised_kafka_addr,
             node_id,
             log_level,

@@ -84,7 +84,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let amqp_listener = std::net::TcpListener::bind(amqp_addr)
         .with_context(|| format!("binding the AMQP listener to {amqp_addr}"))?;
     amqp_listener.set_nonblocking(true)?;
-    let amqp_config = amqp_config(&args)?;
+    let mut amqp_config = amqp_config(&args)?;
     let http_addr: SocketAddr = args
         .http_addr
         .unwrap_or_else(|| "0.0.0.0:8080".parse().unwrap());
@@ -151,6 +151,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .max_fetch_sessions
             .unwrap_or(defaults.max_fetch_sessions),
     };
+    amqp_config.data_dir = broker_config.data_dir.clone();
     info!(node_id = broker_config.node_id, data_dir = %broker_config.data_dir.display(), "starting spool");
 
     // Actors run in an actix System on their own thread; the network on a tokio runtime.
@@ -224,6 +225,7 @@ fn amqp_config(args: &ServeArgs) -> anyhow::Result<AmqpConfig> {
         heartbeat_s: args.amqp_heartbeat.unwrap_or(d.heartbeat_s),
         max_connections: args.max_connections.unwrap_or(d.max_connections),
         max_inflight_bytes: args.amqp_max_inflight_bytes.unwrap_or(d.max_inflight_bytes),
+        disk_free_limit: args.amqp_disk_free_limit.unwrap_or(d.disk_free_limit),
         users,
         ..d
     })

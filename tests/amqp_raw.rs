@@ -211,6 +211,33 @@ async fn publishers_are_blocked_while_published_bytes_exceed_the_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn publishers_are_blocked_while_the_disk_is_low() {
+    // A free-space limit no disk meets: the disk alarm is up from the start.
+    let spool = Spool::start_with(&["--amqp-disk-free-limit", &u64::MAX.to_string()]);
+    let mut s = open(&spool);
+    login(&mut s);
+    s.write_all(&on(1, 20, 10, &[0])).unwrap(); // channel.open
+    read_until(&mut s, &mut Vec::new(), 20, 11);
+    let mut declare = vec![0, 0, 1, b'q', 0b0000_0010]; // ticket, "q", durable
+    declare.extend_from_slice(&0u32.to_be_bytes()); // no arguments
+    s.write_all(&on(1, 50, 10, &declare)).unwrap();
+    read_until(&mut s, &mut Vec::new(), 50, 11);
+    // Declaring did not block the connection; publishing does, with RabbitMQ's reason.
+    let mut header = vec![0, 60, 0, 0];
+    header.extend_from_slice(&5u64.to_be_bytes());
+    header.extend_from_slice(&[0, 0]);
+    s.write_all(&on(1, 60, 40, &[0, 0, 0, 1, b'q', 0])).unwrap();
+    s.write_all(&frame(2, 1, &header)).unwrap();
+    s.write_all(&frame(3, 1, b"hello")).unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut s, &mut seen, 10, 60); // connection.blocked
+    let blocked = seen.windows(4).position(|w| w == [0, 10, 0, 60]).unwrap();
+    assert_eq!(&seen[blocked + 4..blocked + 16], b"\x0blow on disk");
+    // Clients that only consume or declare are served.
+    still_serves(&spool).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn protocol_violations_close_the_connection_with_their_codes() {
     let spool = Spool::start();
     let mut header = vec![0, 60, 0, 0];

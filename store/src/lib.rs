@@ -6,6 +6,7 @@
 //! broker core supplies one for its batch format. See `docs/format.md` for the bytes on disk.
 
 mod config;
+mod disk;
 mod error;
 mod frame;
 mod index;
@@ -14,6 +15,7 @@ mod meta;
 mod segment;
 
 pub use config::{ConfigError, LogConfig};
+pub use disk::available_bytes;
 pub use error::StoreError;
 pub use frame::{FrameFormat, FrameInfo, WriterInfo, FRAME_HEADER_LEN};
 pub use log::{AppendOutcome, Log, SyncJob};

@@ -92,6 +92,7 @@ mod tests {
             ],
             guest_loopback_only: true,
             max_inflight_bytes: 1 << 20,
+            ..AmqpConfig::default()
         }
     }
 

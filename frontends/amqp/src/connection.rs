@@ -463,14 +463,20 @@ async fn run(
         // publishing connection is told so and its socket is not read.
         let inflight = conn.inflight.clone();
         let released = inflight.released();
-        let over = conn.publisher && inflight.bytes() > conn.config.max_inflight_bytes;
+        let memory = inflight.bytes() > conn.config.max_inflight_bytes;
+        let over = conn.publisher && (memory || inflight.disk_low());
         // A publish that went over the limit blocks at least once, however fast it lands.
         if !blocked && (over || std::mem::take(&mut conn.overflowed)) {
             blocked = true;
             conn.method(
                 0,
                 AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
-                    reason: "low on memory".into(),
+                    reason: if memory || !inflight.disk_low() {
+                        "low on memory"
+                    } else {
+                        "low on disk"
+                    }
+                    .into(),
                 })),
             );
         }

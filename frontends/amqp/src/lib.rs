@@ -12,8 +12,10 @@ pub mod message;
 mod method_name;
 pub mod reply;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use spool_actors::Broker;
 use tokio::net::TcpListener;
@@ -39,13 +41,24 @@ pub struct AmqpConfig {
     /// Bytes of published messages not yet appended, across connections, before publishing
     /// connections are blocked (`connection.blocked`) and their sockets no longer read.
     pub max_inflight_bytes: usize,
+    /// The directory whose file system holds the data, watched for `disk_free_limit`.
+    pub data_dir: PathBuf,
+    /// Free bytes below which publishing connections are blocked ("low on disk"), as
+    /// RabbitMQ's `disk_free_limit` (default 50 MB, as there).
+    pub disk_free_limit: u64,
 }
 
-/// Published bytes on their way to the log, shared by every connection of the listener.
+/// How often free disk space is looked at.
+const DISK_CHECK: Duration = Duration::from_secs(1);
+
+/// What blocks publishers, shared by every connection of the listener: published bytes on
+/// their way to the log, and the disk alarm.
 #[derive(Debug, Default)]
 pub struct Inflight {
     bytes: AtomicUsize,
-    /// Woken whenever bytes are released.
+    /// Free disk space is below `disk_free_limit`.
+    disk_low: AtomicBool,
+    /// Woken whenever bytes are released or the disk alarm clears.
     released: tokio::sync::Notify,
 }
 
@@ -61,6 +74,17 @@ impl Inflight {
 
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn disk_low(&self) -> bool {
+        self.disk_low.load(Ordering::Relaxed)
+    }
+
+    /// Raises or clears the disk alarm; clearing it wakes blocked connections.
+    fn set_disk_low(&self, low: bool) {
+        if self.disk_low.swap(low, Ordering::Relaxed) && !low {
+            self.released.notify_waiters();
+        }
     }
 
     /// Resolves at the next release (guaranteed from the moment it is called).
@@ -80,6 +104,8 @@ impl Default for AmqpConfig {
             users: vec![("guest".into(), "guest".into())],
             guest_loopback_only: true,
             max_inflight_bytes: 64 * 1024 * 1024,
+            data_dir: PathBuf::from("."),
+            disk_free_limit: 50_000_000,
         }
     }
 }
@@ -93,6 +119,9 @@ pub async fn serve(
     let config = Arc::new(config);
     let replies = connection::DirectReplies::default();
     let inflight = Arc::new(Inflight::default());
+    // The alarm is right before the first client is served.
+    check_disk(&config, &inflight);
+    tokio::spawn(watch_disk(config.clone(), inflight.clone()));
     let open = Arc::new(AtomicUsize::new(0));
     info!(addr = %listener.local_addr()?, "AMQP listener ready");
     loop {
@@ -110,4 +139,44 @@ pub async fn serve(
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// Raises the disk alarm while free space under the data directory is below the limit, and
+/// clears it when space comes back. Runs as long as the listener.
+async fn watch_disk(config: Arc<AmqpConfig>, inflight: Arc<Inflight>) {
+    let mut tick = tokio::time::interval(DISK_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (config, inflight) = (config.clone(), inflight.clone());
+        if tokio::task::spawn_blocking(move || check_disk(&config, &inflight))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// One look at the free space (a statvfs: blocking, if briefly).
+fn check_disk(config: &AmqpConfig, inflight: &Inflight) {
+    let free = match spool_store::available_bytes(&config.data_dir) {
+        Ok(free) => free,
+        Err(e) => {
+            return warn!(error = %e, "free disk space unknown; the disk alarm stays as it is")
+        }
+    };
+    let low = free < config.disk_free_limit;
+    if low != inflight.disk_low() {
+        let limit = config.disk_free_limit;
+        if low {
+            warn!(
+                free,
+                limit, "disk alarm: free space below the limit, AMQP publishers blocked"
+            );
+        } else {
+            info!(free, limit, "disk alarm cleared");
+        }
+    }
+    inflight.set_disk_low(low);
 }
