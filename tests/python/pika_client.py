@@ -147,6 +147,27 @@ for body, (queue, reason) in {"refused": ("work.dl", "rejected"), "too-late": ("
           f"x-death routing keys of {body}: {props.headers}")
     check(method.exchange == "dlx" and method.routing_key == "dead", f"{body} routed {method}")
 
+# A retry loop, the usual TTL and DLX chain: a message rejected from "orders" waits in
+# "orders.retry" (TTL 50 ms), whose expiry dead-letters it back to "orders" through the default
+# exchange; x-death keeps one entry per queue and reason, counting the passes, newest first.
+ch.queue_declare("orders", arguments={"x-dead-letter-exchange": "",
+                                      "x-dead-letter-routing-key": "orders.retry"})
+ch.queue_declare("orders.retry", arguments={"x-dead-letter-exchange": "", "x-message-ttl": 50,
+                                            "x-dead-letter-routing-key": "orders"})
+ch.basic_publish("", "orders", b"flaky")
+for attempt in range(3):
+    deadline = time.time() + 10
+    method = None
+    while method is None and time.time() < deadline:
+        method, props, body = ch.basic_get("orders")
+    check(method is not None and body == b"flaky", f"attempt {attempt} never came back")
+    deaths = [(d["queue"], d["reason"], d["count"]) for d in (props.headers or {}).get("x-death", [])]
+    want = [("orders.retry", "expired", attempt), ("orders", "rejected", attempt)] if attempt else []
+    check(deaths == want, f"x-death at attempt {attempt}: {deaths}")
+    if attempt:
+        check(props.headers["x-first-death-queue"] == "orders", f"first death {props.headers}")
+    ch.basic_reject(method.delivery_tag, requeue=False)
+
 # x-max-length: drop-head keeps the newest; reject-publish nacks the publish that overflows.
 ch.queue_declare("capped", arguments={"x-max-length": 2})
 for b in [b"1", b"2", b"3"]:

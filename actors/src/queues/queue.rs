@@ -473,7 +473,16 @@ impl QueueActor {
             else {
                 continue;
             };
-            match record::encode(std::slice::from_ref(&dead)) {
+            // The target's own x-message-ttl runs from now, as for any publish to it.
+            let copy;
+            let record = match t.message_ttl {
+                Some(ttl) => {
+                    copy = dead.with_expiry(now + ttl.max(0));
+                    &copy
+                }
+                None => &dead,
+            };
+            match record::encode(std::slice::from_ref(record)) {
                 Ok(batch) => {
                     drop(queue_append(&addr, vec![batch]));
                 }

@@ -76,12 +76,20 @@ impl QueueRecord {
             self.headers.push((name.to_string(), Some(v)));
         }
     }
+
+    /// A copy that expires at `at_ms` (ms since the epoch): what a queue with `x-message-ttl`
+    /// gets when the broker itself publishes to it (dead letters).
+    pub fn with_expiry(&self, at_ms: i64) -> QueueRecord {
+        let mut out = self.clone();
+        out.set_header(EXPIRES_HEADER, Some(Bytes::from(at_ms.to_string())));
+        out
+    }
 }
 
 /// The copy of `record` that a queue dead-letters: its history gains this death (counted per
 /// queue and reason, newest first, as RabbitMQ's `x-death`), it is routed by the dead-letter
-/// exchange (with the dead-letter routing key if one is set), and it loses its expiration so
-/// it does not expire again where it lands.
+/// exchange (with the dead-letter routing key if one is set), and it loses its expiration:
+/// where it lands, only that queue's own `x-message-ttl` applies.
 pub fn dead_letter(
     record: &QueueRecord,
     queue: &str,
