@@ -287,6 +287,13 @@ async fn live_counters_and_lag_move_with_traffic() {
     let text = scrape();
     assert_eq!(at(&text, "rabbitmq_connections "), 1.0);
     assert_eq!(at(&text, "rabbitmq_channels "), 1.0);
+    // The disk alarm's gauges, as rabbitmq_prometheus names them (default limit 50 MB).
+    assert_eq!(at(&text, "rabbitmq_alarms_free_disk_space_watermark "), 0.0);
+    assert_eq!(
+        at(&text, "rabbitmq_disk_space_available_limit_bytes "),
+        50e6
+    );
+    assert!(at(&text, "rabbitmq_disk_space_available_bytes ") >= 50e6);
     let global =
         |name: &str| format!(r#"rabbitmq_global_messages_{name}_total{{protocol="amqp091"}}"#);
     assert_eq!(at(&text, &global("received")), 3.0);

@@ -117,6 +117,9 @@ struct Live {
     rabbit_redelivered: IntCounter,
     rabbit_acknowledged: IntCounter,
     rabbit_dead_lettered: [IntCounter; 4],
+    rabbit_disk_alarm: IntGauge,
+    rabbit_disk_available: IntGauge,
+    rabbit_disk_limit: IntGauge,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(
@@ -235,6 +238,18 @@ impl Live {
                 )?;
                 DEAD_LETTER_REASONS.map(|x| f.with_label_values(&[x.label()]))
             },
+            rabbit_disk_alarm: gauge(
+                "rabbitmq_alarms_free_disk_space_watermark",
+                "is 1 if free disk space watermark alarm is in effect",
+            )?,
+            rabbit_disk_available: gauge(
+                "rabbitmq_disk_space_available_bytes",
+                "Disk space available in bytes",
+            )?,
+            rabbit_disk_limit: gauge(
+                "rabbitmq_disk_space_available_limit_bytes",
+                "Free disk space low watermark in bytes",
+            )?,
             rabbit_connections: gauge("rabbitmq_connections", "Connections currently open")?,
             rabbit_channels: gauge("rabbitmq_channels", "Channels currently open")?,
             rabbit_received: rabbit(
@@ -367,6 +382,16 @@ pub fn connections(frontend: Frontend, delta: i64) {
     if frontend == Frontend::Amqp {
         LIVE.rabbit_connections.add(delta);
     }
+}
+
+/// Free space on the data directory's disk, the limit below which AMQP publishers are
+/// blocked, and whether they are.
+pub fn disk(available: u64, limit: u64, alarm: bool) {
+    LIVE.rabbit_disk_available
+        .set(available.min(i64::MAX as u64) as i64);
+    LIVE.rabbit_disk_limit
+        .set(limit.min(i64::MAX as u64) as i64);
+    LIVE.rabbit_disk_alarm.set(alarm as i64);
 }
 
 /// AMQP channels opened (`+n`) or closed (`-n`).

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spool_actors::Broker;
+use spool_metrics::live;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -167,6 +168,7 @@ fn check_disk(config: &AmqpConfig, inflight: &Inflight) {
         }
     };
     let low = free < config.disk_free_limit;
+    live::disk(free, config.disk_free_limit, low);
     if low != inflight.disk_low() {
         let limit = config.disk_free_limit;
         if low {
