@@ -474,6 +474,7 @@ async fn rpc_with_direct_reply_to() {
         )
         .await
         .unwrap();
+    let mut last_reply_to = None;
     for n in 0..3 {
         cch.basic_publish(
             "".into(),
@@ -492,6 +493,7 @@ async fn rpc_with_direct_reply_to() {
             reply_to.as_str().starts_with("amq.rabbitmq.reply-to."),
             "{reply_to}"
         );
+        last_reply_to = Some(reply_to.clone());
         let answer = body(&req).parse::<u32>().unwrap() * 10;
         sch.basic_publish(
             "".into(),
@@ -533,6 +535,30 @@ async fn rpc_with_direct_reply_to() {
             .contains("fast reply consumer does not exist"),
         "{err}"
     );
+    // Once the requester's connection is closed, its reply-to name is unroutable: a mandatory
+    // reply comes back to the server.
+    client.close(200, "done".into()).await.unwrap();
+    sch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let returned = sch
+        .basic_publish(
+            "".into(),
+            last_reply_to.unwrap().as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            b"too late",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .take_message()
+        .expect("a reply to a closed requester is returned");
+    assert_eq!(returned.reply_code, 312);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -626,6 +626,13 @@ async fn cleanup(conn: &mut Connection) {
     for (_, mut ch) in conn.channels.drain() {
         ch.release_all();
     }
+    // Its direct reply-to names go: a reply to one of them is unroutable from now on.
+    {
+        let mut replies = conn.replies.lock().expect("replies lock");
+        for (_, (_, _, name)) in conn.reply_consumers.drain() {
+            replies.remove(&name);
+        }
+    }
     for (id, c) in conn.consumers.drain() {
         c.queue.do_send(RemoveConsumer {
             consumer: id,
