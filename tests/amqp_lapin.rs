@@ -7,7 +7,9 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::amqp::{body, connect, declare, next, passive, publish_confirmed, subscribe};
+use common::amqp::{
+    body, connect, declare, next, passive, publish_confirmed, publish_unroutable, subscribe,
+};
 use common::Spool;
 use futures_lite::StreamExt;
 use lapin::options::*;
@@ -541,23 +543,8 @@ async fn rpc_with_direct_reply_to() {
     sch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    let returned = sch
-        .basic_publish(
-            "".into(),
-            last_reply_to.unwrap().as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            b"too late",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .take_message()
-        .expect("a reply to a closed requester is returned");
+    let late = last_reply_to.unwrap();
+    let returned = publish_unroutable(&sch, "", late.as_str(), b"too late").await;
     assert_eq!(returned.reply_code, 312);
 }
 

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::amqp::{body, connect, declare, next, passive, publish_confirmed, subscribe};
+use common::amqp::{
+    body, connect, declare, next, passive, publish_confirmed, publish_unroutable, subscribe,
+};
 use common::Spool;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
@@ -125,23 +127,7 @@ async fn purge_unbind_and_conditional_deletes() {
     )
     .await
     .unwrap();
-    let returned = ch
-        .basic_publish(
-            "jobs".into(),
-            "k".into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            b"lost",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .take_message()
-        .expect("basic.return for an unroutable mandatory publish");
+    let returned = publish_unroutable(&ch, "jobs", "k", b"lost").await;
     assert_eq!(returned.reply_code, 312, "NO_ROUTE");
     assert_eq!(returned.data, b"lost");
     ch.exchange_delete(

@@ -51,6 +51,32 @@ pub async fn publish_confirmed(
     }
 }
 
+/// Publishes `body` with `mandatory` on a channel in confirm mode and returns the basic.return
+/// the broker sent back for it; panics if the message was routed.
+pub async fn publish_unroutable(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+) -> lapin::message::BasicReturnMessage {
+    ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        },
+        body,
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap()
+    .take_message()
+    .expect("basic.return for an unroutable mandatory publish")
+}
+
 /// A passive queue.declare: the queue's counts, or the channel's error.
 pub async fn passive(ch: &Channel, name: &str) -> lapin::Result<lapin::Queue> {
     ch.queue_declare(
