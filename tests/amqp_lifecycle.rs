@@ -147,7 +147,12 @@ async fn purge_unbind_and_conditional_deletes() {
             .exchange_delete("amq.direct".into(), ExchangeDeleteOptions::default())
             .await,
     );
-    assert!(err.contains("ACCESS_REFUSED"), "{err}");
+    assert!(
+        err.contains(
+            "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed"
+        ),
+        "{err}"
+    );
 
     // if-empty refuses a queue with a ready message, if-unused one with a consumer.
     publish_confirmed(&ch, "", "held", ["last".to_string()]).await;
@@ -361,6 +366,19 @@ async fn amqplain_login_global_prefetch_and_queue_types() {
         err.contains("PRECONDITION_FAILED") && err.contains("x-queue-type"),
         "{err}"
     );
+    // An unknown type is refused, as RabbitMQ refuses it.
+    let unknown = FieldTable::from(std::collections::BTreeMap::from([(
+        "x-queue-type".into(),
+        AMQPValue::LongString("lazy".into()),
+    )]));
+    let err = refused(
+        conn.create_channel()
+            .await
+            .unwrap()
+            .queue_declare("other".into(), QueueDeclareOptions::durable(), unknown)
+            .await,
+    );
+    assert!(err.contains("\"unsupported queue type 'lazy'\""), "{err}");
 
     // `global` prefetch (kombu sets it) bounds the consumer as a per-consumer one does.
     publish_confirmed(&ch, "", "typed", (0..10).map(|i| i.to_string())).await;

@@ -110,9 +110,39 @@ const NUMERIC_ARGUMENTS: &[(&str, u64, u64)] = &[
     ("x-partitions", 1, MAX_QUEUE_PARTITIONS),
 ];
 
-/// Refuses arguments with values RabbitMQ would refuse (a string for a number, a negative TTL),
-/// with its wording; and `x-partitions` outside 1..=[`MAX_QUEUE_PARTITIONS`].
+/// The queue types RabbitMQ knows (`x-queue-type`); Spool serves each as its one kind of queue.
+const QUEUE_TYPES: &[&str] = &["classic", "quorum", "stream"];
+
+/// Refuses arguments with values RabbitMQ would refuse (a string for a number, a negative TTL,
+/// an unknown queue type), with its wording; and `x-partitions` outside
+/// 1..=[`MAX_QUEUE_PARTITIONS`].
 pub fn check_arguments(queue: &str, arguments: &Arguments) -> Result<(), BrokerError> {
+    let invalid = |arg: &str, problem: String| {
+        BrokerError::PreconditionFailed(format!(
+            "invalid arg '{arg}' for queue '{queue}' in vhost '/': {problem}"
+        ))
+    };
+    match arguments.get("x-queue-type") {
+        None => {}
+        Some(serde_json::Value::String(t)) if QUEUE_TYPES.contains(&t.as_str()) => {}
+        Some(serde_json::Value::String(t)) => {
+            return Err(invalid(
+                "x-queue-type",
+                format!("\"unsupported queue type '{t}'\""),
+            ))
+        }
+        Some(other) => {
+            let kind = match other {
+                serde_json::Value::Number(_) => "signedint",
+                serde_json::Value::Bool(_) => "bool",
+                _ => "table",
+            };
+            return Err(invalid(
+                "x-queue-type",
+                format!("{{unacceptable_type,{kind}}}"),
+            ));
+        }
+    }
     for (arg, least, most) in NUMERIC_ARGUMENTS {
         let Some(value) = arguments.get(*arg) else {
             continue;
@@ -130,9 +160,7 @@ pub fn check_arguments(queue: &str, arguments: &Arguments) -> Result<(), BrokerE
             _ => Some("{unacceptable_type,table}".to_string()),
         };
         if let Some(problem) = problem {
-            return Err(BrokerError::PreconditionFailed(format!(
-                "invalid arg '{arg}' for queue '{queue}' in vhost '/': {problem}"
-            )));
+            return Err(invalid(arg, problem));
         }
     }
     Ok(())
@@ -615,7 +643,7 @@ impl Handler<DeleteQueue> for QueueRegistry {
                 }
                 if msg.if_empty && counts.ready > 0 {
                     return Err(BrokerError::PreconditionFailed(format!(
-                        "queue '{}' in vhost '/' is not empty",
+                        "queue '{}' in vhost '/' not empty",
                         msg.name
                     )));
                 }
@@ -787,9 +815,14 @@ impl Handler<DeleteExchange> for QueueRegistry {
     type Result = Result<(), BrokerError>;
 
     fn handle(&mut self, msg: DeleteExchange, _: &mut Context<Self>) -> Self::Result {
-        if msg.name.is_empty() || msg.name.starts_with("amq.") {
+        if msg.name.is_empty() {
+            return Err(BrokerError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        if msg.name.starts_with("amq.") {
             return Err(BrokerError::AccessRefused(format!(
-                "operation not permitted on exchange '{}'",
+                "deletion of system exchange '{}' in vhost '/' not allowed",
                 msg.name
             )));
         }
@@ -898,6 +931,32 @@ mod tests {
             assert!(err.contains(problem), "{err}");
             assert!(
                 err.contains("invalid arg 'x-partitions' for queue 'q'"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn queue_types_are_those_rabbitmq_knows() {
+        let args = |v: serde_json::Value| -> Arguments {
+            [("x-queue-type".to_string(), v)].into_iter().collect()
+        };
+        for t in ["classic", "quorum", "stream"] {
+            assert!(check_arguments("q", &args(serde_json::json!(t))).is_ok());
+        }
+        // RabbitMQ 3.10's own answers, word for word.
+        for (value, problem) in [
+            (
+                serde_json::json!("foo"),
+                r#""unsupported queue type 'foo'""#,
+            ),
+            (serde_json::json!(5), "{unacceptable_type,signedint}"),
+        ] {
+            let err = check_arguments("q", &args(value)).unwrap_err().to_string();
+            assert!(
+                err.ends_with(&format!(
+                    "invalid arg 'x-queue-type' for queue 'q' in vhost '/': {problem}"
+                )),
                 "{err}"
             );
         }
