@@ -510,7 +510,13 @@ impl Connection {
             }
             queue::AMQPMethod::Purge(p) => {
                 let q = self.find_queue(p.queue.as_str()).await?;
-                let n = q.send(PurgeReady).await.unwrap_or(0);
+                // A queue deleted meanwhile is not there to purge.
+                let n = q.send(PurgeReady).await.map_err(|_| {
+                    AmqpError::channel(
+                        reply::NOT_FOUND,
+                        format!("no queue '{}' in vhost '/'", p.queue),
+                    )
+                })?;
                 if !p.nowait {
                     self.method(
                         id,
