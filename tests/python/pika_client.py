@@ -18,6 +18,15 @@ def check(cond, what):
         sys.exit(f"FAILED: {what}")
 
 
+def nacked(queue, body):
+    """Publishes body to queue on the confirming channel; whether the broker nacked it."""
+    try:
+        ch.basic_publish("", queue, body)
+        return False
+    except pika.exceptions.NackError:
+        return True
+
+
 conn = pika.BlockingConnection(params)
 ch = conn.channel()
 ch.confirm_delivery()
@@ -115,12 +124,8 @@ ch.queue_declare("work.dl", arguments=dl)
 ch.queue_declare("ttl.dl", arguments={**dl, "x-message-ttl": 1})
 ch.queue_declare("limit.dl", arguments={**dl, "x-delivery-limit": 1})
 ch.queue_declare("full.dl", arguments={**dl, "x-max-length": 1, "x-overflow": "reject-publish-dlx"})
-ch.basic_publish("", "full.dl", b"fits")
-try:
-    ch.basic_publish("", "full.dl", b"overflow")
-    sys.exit("FAILED: reject-publish-dlx accepted a publish beyond x-max-length")
-except pika.exceptions.NackError:
-    pass
+check(not nacked("full.dl", b"fits"), "reject-publish-dlx refused a publish that fits")
+check(nacked("full.dl", b"overflow"), "reject-publish-dlx accepted a publish beyond x-max-length")
 ch.basic_publish("", "work.dl", b"refused")
 method, _, _ = ch.basic_get("work.dl")
 ch.basic_reject(method.delivery_tag, requeue=False)
@@ -175,12 +180,8 @@ for b in [b"1", b"2", b"3"]:
 kept = [ch.basic_get("capped", auto_ack=True)[2] for _ in range(2)]
 check(kept == [b"2", b"3"] and ch.basic_get("capped")[0] is None, f"drop-head kept {kept}")
 ch.queue_declare("full", arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
-ch.basic_publish("", "full", b"first")
-try:
-    ch.basic_publish("", "full", b"second")
-    sys.exit("FAILED: reject-publish accepted a publish beyond x-max-length")
-except pika.exceptions.NackError:
-    pass
+check(not nacked("full", b"first"), "reject-publish refused a publish that fits")
+check(nacked("full", b"second"), "reject-publish accepted a publish beyond x-max-length")
 check(ch.basic_get("full", auto_ack=True)[2] == b"first" and ch.basic_get("full")[0] is None,
       "reject-publish queue content")
 

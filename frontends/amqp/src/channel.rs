@@ -977,13 +977,10 @@ impl Connection {
                 .properties
                 .expiration()
                 .as_ref()
-                .map(|e| e.to_string());
+                .map_or("", |e| e.as_str());
             return Err(AmqpError::channel(
                 reply::PRECONDITION_FAILED,
-                format!(
-                    "invalid expiration '{}': {problem}",
-                    text.unwrap_or_default()
-                ),
+                format!("invalid expiration '{text}': {problem}"),
             )
             .on(60, 40));
         }

@@ -464,17 +464,18 @@ async fn run(
         let inflight = conn.inflight.clone();
         let released = inflight.released();
         let memory = inflight.bytes() > conn.config.max_inflight_bytes;
-        let over = conn.publisher && (memory || inflight.disk_low());
+        let disk = inflight.disk_low();
+        let over = conn.publisher && (memory || disk);
         // A publish that went over the limit blocks at least once, however fast it lands.
         if !blocked && (over || std::mem::take(&mut conn.overflowed)) {
             blocked = true;
             conn.method(
                 0,
                 AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
-                    reason: if memory || !inflight.disk_low() {
-                        "low on memory"
-                    } else {
+                    reason: if disk && !memory {
                         "low on disk"
+                    } else {
+                        "low on memory"
                     }
                     .into(),
                 })),
