@@ -126,6 +126,14 @@ pub struct ServeArgs {
     /// Threads partition actors run on, 0 for one per core [default: 0].
     #[arg(long, env = "SPOOL_PARTITION_THREADS")]
     pub partition_threads: Option<usize>,
+    /// How long an orderly shutdown (SIGTERM, Ctrl-C) may take; past it the process logs what
+    /// was still running and exits with status 1 [default: 10000].
+    #[arg(long, env = "SPOOL_SHUTDOWN_TIMEOUT_MS")]
+    pub shutdown_timeout_ms: Option<u64>,
+    /// Lines one log statement may write per second before the rest are counted and
+    /// suppressed [default: 10].
+    #[arg(long, env = "SPOOL_LOG_RATE_LIMIT")]
+    pub log_rate_limit: Option<u32>,
 }
 
 macro_rules! fill {
@@ -177,7 +185,9 @@ impl ServeArgs {
             offsets_retention_check_interval_ms,
             group_consumer_session_timeout_ms,
             group_consumer_heartbeat_interval_ms,
-            partition_threads
+            partition_threads,
+            shutdown_timeout_ms,
+            log_rate_limit
         );
         Ok(*self)
     }

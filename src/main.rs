@@ -7,6 +7,7 @@ mod bench_rebalance;
 mod bench_wire;
 mod config;
 mod groups_cli;
+mod log_limit;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +17,6 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use spool_actors::consumer_group::ConsumerProtocolTimers;
 use spool_actors::group::GroupConfig;
-use spool_actors::partition::CloseLog;
 use spool_actors::{Broker, BrokerConfig};
 use spool_amqp::AmqpConfig;
 use spool_kafka::KafkaConfig;
@@ -57,20 +57,30 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, per_second: u32) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(log_limit::RateLimitLayer::new(per_second))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_level.as_deref().unwrap_or("info"));
+    init_logging(
+        args.log_level.as_deref().unwrap_or("info"),
+        args.log_rate_limit.unwrap_or(10),
+    );
+    let shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms.unwrap_or(10_000));
     let kafka_addr: SocketAddr = args
         .kafka_addr
         .unwrap_or_else(|| "0.0.0.0:9092".parse().unwrap());
@@ -155,28 +165,40 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!(node_id = broker_config.node_id, data_dir = %broker_config.data_dir.display(), "starting spool");
 
     // Actors run in an actix System on their own thread; the network on a tokio runtime.
+    // Front ends get most of the shutdown's time to finish what they read; the core the rest.
+    let drain = shutdown_timeout.mul_f64(0.6);
     let (tx, rx) = std::sync::mpsc::channel();
     let actors = std::thread::Builder::new()
         .name("spool-actors".into())
         .spawn(move || {
             let system = actix_rt::System::new();
             system.block_on(async {
-                let started = Broker::start(broker_config);
-                if let Ok(broker) = &started {
+                let started = Broker::start(broker_config).map(|broker| {
                     // The HTTP server runs on the actor system's runtime (actix-web's own).
-                    match spool_http::server(http_listener, broker.clone(), 1) {
+                    let http = match spool_http::server(
+                        http_listener,
+                        broker.clone(),
+                        1,
+                        drain.as_secs().max(1),
+                    ) {
                         Ok(server) => {
+                            let handle = server.handle();
                             actix_rt::spawn(server);
                             info!(addr = %http_addr, "HTTP listener up");
+                            Some(handle)
                         }
-                        Err(e) => tracing::error!(error = %e, "HTTP listener failed"),
-                    }
-                }
-                let _ = tx.send(started.map(|b| (b, actix_rt::System::current())));
+                        Err(e) => {
+                            tracing::error!(error = %e, "HTTP listener failed");
+                            None
+                        }
+                    };
+                    (broker, http, actix_rt::System::current())
+                });
+                let _ = tx.send(started);
             });
             let _ = system.run();
         })?;
-    let (broker, system) = rx.recv().context("the actor system did not start")??;
+    let (broker, http, system) = rx.recv().context("the actor system did not start")??;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -184,21 +206,87 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let amqp_listener = tokio::net::TcpListener::from_std(amqp_listener)?;
         info!(addr = %bound, "recovery done; serving");
-        tokio::select! {
-            _ = spool_kafka::serve(listener, broker.clone(), kafka_config) => {}
-            r = spool_amqp::serve(amqp_listener, broker.clone(), amqp_config) => {
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "AMQP listener failed");
+        let kafka = tokio::spawn(spool_kafka::serve(listener, broker.clone(), kafka_config));
+        let amqp = tokio::spawn({
+            let broker = broker.clone();
+            async move {
+                if let Err(e) = spool_amqp::serve(amqp_listener, broker.clone(), amqp_config).await
+                {
+                    tracing::error!(error = %e, "AMQP listener failed; shutting down");
+                    broker.shutdown.begin();
                 }
             }
+        });
+        tokio::select! {
             _ = shutdown_signal() => info!("shutting down"),
+            _ = broker.shutdown.wait() => {}
         }
-        close_partitions(&broker).await;
+        shutdown(&broker, kafka, amqp, http, shutdown_timeout).await;
         anyhow::Ok(())
     })?;
+    runtime.shutdown_timeout(Duration::from_millis(100));
     system.stop();
     let _ = actors.join();
+    info!("stopped");
     Ok(())
+}
+
+/// What the shutdown is doing, for the deadline's report.
+static SHUTDOWN_STAGE: std::sync::Mutex<&str> = std::sync::Mutex::new("not begun");
+
+fn shutdown_stage(stage: &'static str) {
+    *SHUTDOWN_STAGE.lock().unwrap_or_else(|e| e.into_inner()) = stage;
+    info!(stage, "shutdown");
+}
+
+/// Stops the broker in order: listeners stop accepting and connections finish what they read
+/// (AMQP ones are closed with CONNECTION_FORCED), then queue and group actors stop with their
+/// journals fsynced, then every partition is flushed, fsynced and closed. A thread of its own
+/// enforces `timeout`: past it the process says what was still running, has the kernel write
+/// every dirty page, and exits with status 1, whatever is stuck.
+async fn shutdown(
+    broker: &Broker,
+    kafka: tokio::task::JoinHandle<()>,
+    amqp: tokio::task::JoinHandle<()>,
+    http: Option<spool_http::ServerHandle>,
+    timeout: Duration,
+) {
+    broker.shutdown.begin();
+    let deadline = std::time::Instant::now() + timeout;
+    std::thread::spawn(move || {
+        std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
+        let stage = *SHUTDOWN_STAGE.lock().unwrap_or_else(|e| e.into_inner());
+        tracing::error!(
+            timeout_ms = timeout.as_millis() as u64,
+            still_running = stage,
+            "shutdown deadline passed; syncing file systems and exiting"
+        );
+        spool_store::sync_everything();
+        std::process::exit(1);
+    });
+    shutdown_stage("front ends: finishing what connections read");
+    let fronts = async {
+        let http = async {
+            if let Some(h) = http {
+                h.stop(true).await;
+            }
+        };
+        let (k, a, ()) = tokio::join!(kafka, amqp, http);
+        drop((k, a));
+    };
+    if tokio::time::timeout(timeout.mul_f64(0.6), fronts)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open at the front ends' share of the shutdown time; they are cut"
+        );
+    }
+    shutdown_stage("queue and group actors: stopping, journals fsyncing");
+    broker.stop_actors().await;
+    shutdown_stage("partitions: flushing and closing");
+    broker.close_partitions().await;
+    shutdown_stage("actor system: stopping");
 }
 
 /// The AMQP listener's settings from the command line.
@@ -237,16 +325,6 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-    }
-}
-
-/// Flushes every partition before exit.
-async fn close_partitions(broker: &Broker) {
-    let snapshot = broker.catalog.snapshot();
-    for topic in snapshot.topics.values() {
-        for p in topic.partitions.iter().filter_map(|p| p.local.as_ref()) {
-            let _ = p.send(CloseLog { delete: false }).await;
-        }
     }
 }
 

@@ -316,3 +316,23 @@ async fn a_silent_client_is_closed_after_two_missed_heartbeats() {
     assert!(started.elapsed() >= Duration::from_secs(2));
     still_serves(&spool).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shutdown_closes_connections_with_connection_forced() {
+    let mut spool = Spool::start();
+    let mut s = open(&spool);
+    login(&mut s);
+    let (status, _) = spool
+        .terminate(Duration::from_secs(10))
+        .expect("the broker exits");
+    assert!(status.success(), "{status:?}");
+    let reply = read_all(&mut s);
+    assert_eq!(close_code(&reply), Some(320), "CONNECTION_FORCED");
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.contains(
+            "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+        ),
+        "RabbitMQ's text: {text}"
+    );
+}

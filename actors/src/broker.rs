@@ -14,7 +14,8 @@ use crate::offsets_journal::OffsetsJournal;
 use crate::queues::registry::QueueRegistry;
 use crate::queues::routing::Routes;
 use crate::queues::state_journal::QueueStateJournal;
-use crate::registry::TopicRegistry;
+use crate::registry::{ClosePartitions, TopicRegistry};
+use crate::supervision::{ShutdownSignal, StopActor};
 use crate::BrokerError;
 
 /// Settings of the broker core (front ends have their own).
@@ -48,6 +49,9 @@ pub struct Broker {
     pub queues: Addr<QueueRegistry>,
     /// The routing table front ends route publishes with.
     pub routes: Routes,
+    /// Raised when the broker begins to shut down: listeners stop accepting, connections wind
+    /// down, supervisors stop restarting.
+    pub shutdown: ShutdownSignal,
 }
 
 impl Broker {
@@ -78,6 +82,7 @@ impl Broker {
         };
         let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
         let config = Arc::new(config);
+        let shutdown = ShutdownSignal::default();
         let (journal, known_groups) =
             OffsetsJournal::open(&config.data_dir, meta.clone(), config.log_defaults.flush_ms)?;
         let groups = GroupRegistry::new(
@@ -86,6 +91,7 @@ impl Broker {
             catalog.clone(),
             arbiters.clone(),
             known_groups,
+            shutdown.clone(),
         );
         let queue_journal =
             QueueStateJournal::open(&config.data_dir, meta.clone(), config.log_defaults.flush_ms)?
@@ -95,6 +101,7 @@ impl Broker {
             meta.clone(),
             catalog.clone(),
             arbiters.clone(),
+            shutdown.clone(),
         )?
         .start();
         let routes = Routes::default();
@@ -113,6 +120,28 @@ impl Broker {
             catalog,
             queues: queues.run(),
             routes,
+            shutdown,
         })
+    }
+
+    /// The core's first shutdown step, once the front ends have closed their connections:
+    /// stops queue and group actors and fsyncs their journals. Raises the shutdown signal if
+    /// nobody has yet, so nothing stopped is restarted.
+    pub async fn stop_actors(&self) {
+        self.shutdown.begin();
+        let queues = self.queues.send(StopActor);
+        let groups = self.groups.send(StopActor);
+        let (q, g) = futures_util::future::join(queues, groups).await;
+        if q.is_err() || g.is_err() {
+            tracing::warn!("a registry had stopped before the shutdown reached it");
+        }
+    }
+
+    /// The core's last shutdown step: flushes, fsyncs and closes every partition's log.
+    pub async fn close_partitions(&self) {
+        self.shutdown.begin();
+        if self.registry.send(ClosePartitions).await.is_err() {
+            tracing::warn!("the topic registry had stopped before its partitions were closed");
+        }
     }
 }

@@ -30,6 +30,8 @@ pub struct PartitionInfo {
     /// The arbiter (thread) the local replica's actor runs on, so that an actor which talks to
     /// it for every message (a queue over it) can run beside it, with no thread hop between.
     pub arbiter: Option<actix::dev::ArbiterHandle>,
+    /// Which incarnation of the local replica's actor `local` is (a restart makes a new one).
+    pub incarnation: u64,
     /// The local replica's offsets and size, as its actor last published them.
     pub stats: Arc<LogStats>,
 }

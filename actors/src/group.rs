@@ -551,6 +551,25 @@ impl Actor for GroupActor {
     }
 }
 
+impl Handler<crate::supervision::StopActor> for GroupActor {
+    type Result = ();
+
+    /// Stops the coordinator (shutdown): its offsets are in the journal already, since a commit
+    /// is answered only once written there; members rejoin the next coordinator.
+    fn handle(&mut self, _: crate::supervision::StopActor, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[cfg(debug_assertions)]
+impl Handler<crate::faults::InjectPanic> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::faults::InjectPanic, _: &mut Context<Self>) {
+        panic!("injected panic in the coordinator of group {}", self.id);
+    }
+}
+
 /// Joins (or rejoins) the group; answered when the join phase ends.
 #[derive(Message)]
 #[rtype(result = "oneshot::Receiver<Result<JoinResult, BrokerError>>")]

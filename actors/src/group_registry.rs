@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::catalog::Catalog;
 use crate::group::{GroupActor, GroupConfig};
 use crate::offsets_journal::OffsetsJournal;
+use crate::supervision::ShutdownSignal;
 use crate::BrokerError;
 
 /// Longest group id accepted (Kafka has no limit; this bounds memory and journal frames).
@@ -27,6 +28,8 @@ pub struct GroupRegistry {
     next_arbiter: usize,
     groups: HashMap<String, Addr<GroupActor>>,
     restarts: u64,
+    /// Once it is up, stopped coordinators are not restarted.
+    shutdown: ShutdownSignal,
 }
 
 impl GroupRegistry {
@@ -37,6 +40,7 @@ impl GroupRegistry {
         catalog: Catalog,
         arbiters: Vec<ArbiterHandle>,
         known: Vec<String>,
+        shutdown: ShutdownSignal,
     ) -> Self {
         let mut registry = GroupRegistry {
             config,
@@ -46,6 +50,7 @@ impl GroupRegistry {
             next_arbiter: 0,
             groups: HashMap::new(),
             restarts: 0,
+            shutdown,
         };
         for group in known {
             registry.start_group(group);
@@ -75,7 +80,7 @@ impl GroupRegistry {
     /// The live coordinator of `group`, restarting it if it stopped.
     fn live(&mut self, group: &str) -> Option<Addr<GroupActor>> {
         let addr = self.groups.get(group)?;
-        if addr.connected() {
+        if addr.connected() || self.shutdown.begun() {
             return Some(addr.clone());
         }
         warn!(group, "group coordinator stopped; starting a new one");
@@ -138,6 +143,25 @@ impl Handler<ListGroupCoordinators> for GroupRegistry {
     fn handle(&mut self, _: ListGroupCoordinators, _: &mut Context<Self>) -> Self::Result {
         let names: Vec<String> = self.groups.keys().cloned().collect();
         MessageResult(names.iter().filter_map(|g| self.live(g)).collect())
+    }
+}
+
+impl Handler<crate::supervision::StopActor> for GroupRegistry {
+    type Result = ResponseFuture<()>;
+
+    /// The shutdown's step for groups: stops every coordinator, then fsyncs and stops the
+    /// offsets journal. Nothing is restarted afterwards (the shutdown signal is up).
+    fn handle(&mut self, _: crate::supervision::StopActor, _: &mut Context<Self>) -> Self::Result {
+        let stops: Vec<_> = self
+            .groups
+            .drain()
+            .map(|(_, a)| a.send(crate::supervision::StopActor))
+            .collect();
+        let journal = self.journal.clone();
+        Box::pin(async move {
+            futures_util::future::join_all(stops).await;
+            let _ = journal.send(crate::supervision::StopActor).await;
+        })
     }
 }
 

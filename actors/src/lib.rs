@@ -7,6 +7,7 @@ pub mod broker;
 pub mod catalog;
 pub mod consumer_group;
 mod error;
+pub mod faults;
 pub mod group;
 pub mod group_consumer;
 pub mod group_lag;
@@ -19,6 +20,7 @@ mod producer_state;
 pub mod queues;
 pub mod record_batch;
 pub mod registry;
+pub mod supervision;
 
 pub use broker::{Broker, BrokerConfig};
 pub use catalog::{Catalog, CatalogSnapshot, NodeInfo, PartitionInfo, TopicInfo};

@@ -118,6 +118,16 @@ impl Actor for OffsetsJournal {
     }
 }
 
+impl Handler<crate::supervision::StopActor> for OffsetsJournal {
+    type Result = ();
+
+    /// Fsyncs the journal, then stops: answered once everything recorded is durable.
+    fn handle(&mut self, _: crate::supervision::StopActor, ctx: &mut Context<Self>) {
+        self.journal.flush();
+        ctx.stop();
+    }
+}
+
 /// Records changes to one group's offsets; answered once they are in the journal.
 #[derive(Message)]
 #[rtype(result = "Result<(), BrokerError>")]

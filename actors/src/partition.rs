@@ -18,6 +18,7 @@ use tracing::{error, info};
 use crate::partition_offsets::LogStats;
 use crate::producer_state::{ProducerStates, SequenceCheck};
 use crate::record_batch::{self, BatchHeader, LEADER_EPOCH_AT};
+use crate::supervision::EndNotice;
 use crate::BrokerError;
 
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
@@ -209,11 +210,7 @@ pub struct CloseLog {
     pub delete: bool,
 }
 
-/// Makes the actor panic, to test supervision.
-#[cfg(test)]
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct InjectPanic;
+pub use crate::faults::InjectPanic;
 
 /// One replica of one partition. See the module docs.
 pub struct PartitionActor {
@@ -229,6 +226,8 @@ pub struct PartitionActor {
     last_sync: Instant,
     last_retention: Instant,
     stats: Arc<LogStats>,
+    /// Tells the registry when this actor ends; last, so the log is closed by then.
+    end_notice: Option<EndNotice>,
 }
 
 impl PartitionActor {
@@ -261,7 +260,14 @@ impl PartitionActor {
             last_sync: Instant::now(),
             last_retention: Instant::now(),
             stats,
+            end_notice: None,
         })
+    }
+
+    /// Has `notice` sent to the supervisor when this actor ends.
+    pub fn with_end_notice(mut self, notice: EndNotice) -> PartitionActor {
+        self.end_notice = Some(notice);
+        self
     }
 
     fn log(&self) -> &Log {
@@ -638,7 +644,10 @@ impl Handler<CloseLog> for PartitionActor {
 
     fn handle(&mut self, msg: CloseLog, ctx: &mut Context<Self>) -> Self::Result {
         ctx.stop();
-        let log = self.log.take().expect("closed once");
+        // A second close (a delete racing the shutdown's) finds nothing left to do.
+        let Some(log) = self.log.take() else {
+            return Ok(());
+        };
         if msg.delete {
             log.delete()?;
         } else {
@@ -649,7 +658,7 @@ impl Handler<CloseLog> for PartitionActor {
     }
 }
 
-#[cfg(test)]
+#[cfg(debug_assertions)]
 impl Handler<InjectPanic> for PartitionActor {
     type Result = ();
 

@@ -16,8 +16,10 @@ use crate::catalog::{Catalog, PartitionInfo, TopicInfo};
 use crate::partition::{CloseLog, PartitionActor, ReplicaRole, UpdateLogConfig};
 use crate::partition_offsets::LogStats;
 use crate::record_batch::KafkaBatchFormat;
+use crate::supervision::{ActorEnded, EndNotice, ShutdownSignal};
 use crate::BrokerError;
 
+/// The watchdog is a backstop: partition actors report their end at once (an [`EndNotice`]).
 const WATCHDOG_EVERY: Duration = Duration::from_millis(200);
 /// The most partitions one topic may have.
 pub const MAX_PARTITIONS: i32 = 10_000;
@@ -71,6 +73,12 @@ pub struct AllocateProducerId;
 #[rtype(result = "u64")]
 pub struct CountRestarts;
 
+/// The shutdown's last step: stops restarting partitions, then flushes, fsyncs and closes every
+/// partition's log. Answers once all are closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClosePartitions;
+
 /// Checks a topic name against Kafka's rules (which every front end shares).
 pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
     let bad = |reason| {
@@ -107,6 +115,15 @@ pub struct TopicRegistry {
     records: BTreeMap<String, TopicRecord>,
     producer_ids: std::ops::Range<u64>,
     restarts: u64,
+    /// Where partition actors send their [`EndNotice`]s, and where the registry reads them.
+    ended_tx: tokio::sync::mpsc::UnboundedSender<ActorEnded>,
+    ended_rx: Option<tokio::sync::mpsc::UnboundedReceiver<ActorEnded>>,
+    /// The last incarnation number given to a partition actor.
+    incarnations: u64,
+    /// Set by [`ClosePartitions`]: nothing is restarted any more.
+    closing: bool,
+    /// Once it is up, nothing is restarted either.
+    shutdown: ShutdownSignal,
 }
 
 impl TopicRegistry {
@@ -116,7 +133,9 @@ impl TopicRegistry {
         meta: Arc<MetaStore>,
         catalog: Catalog,
         arbiters: Vec<ArbiterHandle>,
+        shutdown: ShutdownSignal,
     ) -> Result<TopicRegistry, BrokerError> {
+        let (ended_tx, ended_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut reg = TopicRegistry {
             config,
             meta,
@@ -126,6 +145,11 @@ impl TopicRegistry {
             records: BTreeMap::new(),
             producer_ids: 0..0,
             restarts: 0,
+            ended_tx,
+            ended_rx: Some(ended_rx),
+            incarnations: 0,
+            closing: false,
+            shutdown,
         };
         for record in reg.meta.topics()? {
             let log_config = reg.log_config(&record.configs)?;
@@ -164,6 +188,16 @@ impl TopicRegistry {
         )?;
         let role = ReplicaRole::Leader { epoch: 0 };
         let stats = Arc::new(LogStats::default());
+        self.incarnations += 1;
+        let incarnation = self.incarnations;
+        let notice = EndNotice::new(
+            self.ended_tx.clone(),
+            ActorEnded {
+                name: topic.to_string(),
+                index: partition,
+                incarnation,
+            },
+        );
         let actor = PartitionActor::new(
             topic.into(),
             partition,
@@ -171,7 +205,8 @@ impl TopicRegistry {
             log,
             self.meta.clone(),
             stats.clone(),
-        )?;
+        )?
+        .with_end_notice(notice);
         let arbiter = self.arbiters[self.next_arbiter % self.arbiters.len()].clone();
         self.next_arbiter += 1;
         let addr = PartitionActor::start_in_arbiter(&arbiter, move |_| actor);
@@ -181,6 +216,7 @@ impl TopicRegistry {
             replicas: vec![self.config.node_id],
             local: Some(addr),
             arbiter: Some(arbiter),
+            incarnation,
             stats,
         })
     }
@@ -206,30 +242,57 @@ impl TopicRegistry {
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))
     }
 
-    /// Restarts every partition actor that is no longer running.
+    /// Restarts every partition actor that is no longer running (the backstop to end notices).
     fn watchdog(&mut self) {
+        if self.closing || self.shutdown.begun() {
+            return;
+        }
         let snapshot = self.catalog.snapshot();
         for (name, topic) in &snapshot.topics {
             for (p, part) in topic.partitions.iter().enumerate() {
                 if part.local.as_ref().is_some_and(|a| !a.connected()) {
-                    warn!(topic = %name, partition = p, "partition actor died; restarting it");
-                    match self.start_partition(name, p as i32, &topic.config) {
-                        Ok(fresh) => {
-                            self.restarts += 1;
-                            spool_metrics::live::actor_restarted("partition");
-                            self.catalog.update(|c| {
-                                if let Some(t) = c.topics.get_mut(name) {
-                                    let t = Arc::make_mut(t);
-                                    t.partitions[p] = fresh;
-                                }
-                            });
-                            info!(topic = %name, partition = p, "partition actor restarted");
-                        }
-                        Err(e) => {
-                            error!(topic = %name, partition = p, error = %e, "partition restart failed")
-                        }
-                    }
+                    self.restart_partition(name, p, &topic.config);
                 }
+            }
+        }
+    }
+
+    /// A partition actor ended: restarts it when it is the current incarnation of a partition
+    /// that still exists (a deleted topic's actors end too, and so do replaced ones).
+    fn actor_ended(&mut self, ended: ActorEnded) {
+        if self.closing || self.shutdown.begun() {
+            return;
+        }
+        let snapshot = self.catalog.snapshot();
+        let Some(topic) = snapshot.topic(&ended.name) else {
+            return;
+        };
+        let p = ended.index as usize;
+        if topic
+            .partitions
+            .get(p)
+            .is_some_and(|part| part.incarnation == ended.incarnation)
+        {
+            self.restart_partition(&topic.name, p, &topic.config);
+        }
+    }
+
+    fn restart_partition(&mut self, name: &str, p: usize, config: &LogConfig) {
+        warn!(topic = %name, partition = p, "partition actor died; restarting it");
+        match self.start_partition(name, p as i32, config) {
+            Ok(fresh) => {
+                self.restarts += 1;
+                spool_metrics::live::actor_restarted("partition");
+                self.catalog.update(|c| {
+                    if let Some(t) = c.topics.get_mut(name) {
+                        let t = Arc::make_mut(t);
+                        t.partitions[p] = fresh;
+                    }
+                });
+                info!(topic = %name, partition = p, "partition actor restarted");
+            }
+            Err(e) => {
+                error!(topic = %name, partition = p, error = %e, "partition restart failed")
             }
         }
     }
@@ -240,6 +303,46 @@ impl Actor for TopicRegistry {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(WATCHDOG_EVERY, |act, _| act.watchdog());
+        if let Some(rx) = self.ended_rx.take() {
+            ctx.add_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|ended| (ended, rx))
+            }));
+        }
+    }
+}
+
+impl StreamHandler<ActorEnded> for TopicRegistry {
+    fn handle(&mut self, ended: ActorEnded, _ctx: &mut Context<Self>) {
+        self.actor_ended(ended);
+    }
+
+    /// The registry keeps a sender, so the stream never ends while it runs; nothing to do.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl Handler<ClosePartitions> for TopicRegistry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: ClosePartitions, _ctx: &mut Context<Self>) -> Self::Result {
+        self.closing = true;
+        let snapshot = self.catalog.snapshot();
+        let closes: Vec<_> = snapshot
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter().map(move |p| (t.name.clone(), p)))
+            .filter_map(|(name, p)| Some((name, p.local.clone()?)))
+            .map(|(name, a)| async move { (name, a.send(CloseLog { delete: false }).await) })
+            .collect();
+        Box::pin(async move {
+            for (topic, r) in futures_util::future::join_all(closes).await {
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => error!(%topic, error = %e, "closing a partition's log failed"),
+                    // It had stopped already; its log was closed when it ended.
+                    Err(_) => {}
+                }
+            }
+        })
     }
 }
 

@@ -14,6 +14,12 @@ pub fn available_bytes(dir: &Path) -> Result<u64, StoreError> {
     Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
+/// Asks the kernel to write every dirty page of every file system to disk (`sync(2)`): the last
+/// resort of a shutdown that ran out of time, which cannot wait for each log's own fsync.
+pub fn sync_everything() {
+    rustix::fs::sync();
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

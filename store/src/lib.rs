@@ -15,7 +15,7 @@ mod meta;
 mod segment;
 
 pub use config::{ConfigError, LogConfig};
-pub use disk::available_bytes;
+pub use disk::{available_bytes, sync_everything};
 pub use error::StoreError;
 pub use frame::{FrameFormat, FrameInfo, WriterInfo, FRAME_HEADER_LEN};
 pub use log::{AppendOutcome, Log, SyncJob};

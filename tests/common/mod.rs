@@ -176,6 +176,49 @@ impl Spool {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// SIGTERM, then waits up to `limit` for the process to end: its exit status and how long
+    /// it took, or `None` (the process is then killed) when it did not end in time.
+    pub fn terminate(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        let mut c = self.child.take()?;
+        let sent = Instant::now();
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        while sent.elapsed() < limit {
+            if let Some(status) = c.try_wait().unwrap() {
+                return Some((status, sent.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+        c.wait().unwrap();
+        None
+    }
+
+    /// CPU time the broker has used so far (user + system), from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
+    /// Makes one actor panic (`POST /debug/faults`, served by debug builds).
+    pub fn crash(&self, fault: &str) {
+        let (status, body) = self.http_post("/debug/faults", fault);
+        assert_eq!(status, 204, "crashing {fault}: {body}");
+    }
 }
 
 impl Drop for Spool {

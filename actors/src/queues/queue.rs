@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::delivery::{Acquired, Change, ConsumerId, DeliveryState, Durable};
 use super::queue_partition::QueuePartition;
@@ -221,11 +221,43 @@ impl QueueActor {
         }
     }
 
+    /// The current actor of partition `p`, when one is running: resolved from the catalog each
+    /// time, so a restarted partition is found and a dead address is never kept.
     fn partition(&self, p: usize) -> Option<Addr<PartitionActor>> {
         self.catalog
             .snapshot()
             .partition(&self.topic, p as i32)
             .and_then(|p| p.local.clone())
+            .filter(Addr::connected)
+    }
+
+    /// Partition `p` could not be reached (its actor is restarting, or the read failed): tries
+    /// again after a bounded, jittered backoff, never at once. Says so once per outage.
+    fn retry_later(&mut self, p: usize, ctx: &mut Context<Self>, why: &str) {
+        let part = &mut self.parts[p];
+        if part.retry_pending {
+            return;
+        }
+        if part.backoff.attempts() == 0 {
+            warn!(queue = %self.name, partition = p, reason = why, "queue's partition unavailable; retrying with backoff");
+        }
+        part.retry_pending = true;
+        let delay = part.backoff.next_delay();
+        ctx.run_later(delay, move |act, ctx| {
+            if let Some(part) = act.parts.get_mut(p) {
+                part.retry_pending = false;
+            }
+            act.fill(ctx);
+        });
+    }
+
+    /// Partition `p` answered: the next outage starts its backoff afresh.
+    fn reached(&mut self, p: usize) {
+        let part = &mut self.parts[p];
+        if part.backoff.attempts() > 0 {
+            info!(queue = %self.name, partition = p, "queue's partition is back");
+            part.backoff.reset();
+        }
     }
 
     /// Follows the topic's partition count: partitions added to it (a Kafka client's
@@ -262,10 +294,13 @@ impl QueueActor {
 
     fn fill_partition(&mut self, p: usize, ctx: &mut Context<Self>) {
         let part = &self.parts[p];
-        if part.reading || part.state.available_count() >= READ_AHEAD {
+        if part.reading || part.retry_pending || part.state.available_count() >= READ_AHEAD {
             return;
         }
         let Some(addr) = self.partition(p) else {
+            if self.catalog.snapshot().topic(&self.topic).is_some() {
+                self.retry_later(p, ctx, "no running actor");
+            }
             return;
         };
         let from = part.state.read_to();
@@ -277,6 +312,9 @@ impl QueueActor {
             });
             ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
                 act.parts[p].reading = false;
+                if res.is_ok() {
+                    act.reached(p);
+                }
                 match res {
                     Ok(Ok(r)) => {
                         if !act.take_read(p, from, r.records, r.high_watermark, r.log_start_offset)
@@ -303,8 +341,11 @@ impl QueueActor {
                             }
                         }
                     }
-                    Ok(Err(e)) => warn!(queue = %act.name, error = %e, "queue read failed"),
-                    Err(_) => warn!(queue = %act.name, "queue's partition is gone"),
+                    Ok(Err(e)) => {
+                        warn!(queue = %act.name, error = %e, "queue read failed");
+                        return act.retry_later(p, ctx, "read failed");
+                    }
+                    Err(_) => return act.retry_later(p, ctx, "the actor stopped"),
                 }
                 act.dispatch(ctx);
             }));
@@ -313,11 +354,18 @@ impl QueueActor {
             let wait = addr.send(AwaitRecords { offset: from });
             ctx.spawn(wait.into_actor(self).map(move |res, act, ctx| {
                 act.parts[p].waiting = false;
-                if res.is_ok() {
-                    // Something was appended: the next fill reads it.
-                    let part = &mut act.parts[p];
-                    part.log_end = part.log_end.max(from + 1);
-                    act.dispatch(ctx);
+                match res {
+                    // Something was appended, or the actor ended while it was parked (its
+                    // waiters are dropped): either way the next fill reads, or finds the
+                    // partition gone and backs off.
+                    Ok(()) => {
+                        if act.partition(p).is_some() {
+                            let part = &mut act.parts[p];
+                            part.log_end = part.log_end.max(from + 1);
+                        }
+                        act.dispatch(ctx);
+                    }
+                    Err(_) => act.retry_later(p, ctx, "the actor stopped"),
                 }
             }));
         }

@@ -11,6 +11,7 @@ use tracing::warn;
 
 use super::delivery::{DeliveryState, Durable};
 use super::record::{self, QueueRecord};
+use crate::supervision::Backoff;
 
 /// What a queue keeps of one partition of its topic.
 #[derive(Default)]
@@ -29,6 +30,10 @@ pub(super) struct QueuePartition {
     pub log_end: u64,
     /// The log has been read at least once (until then `log_end` is unknown).
     pub read_once: bool,
+    /// Waits between attempts while the partition's actor is not there (restarting).
+    pub backoff: Backoff,
+    /// A retry after a failed attempt is scheduled.
+    pub retry_pending: bool,
 }
 
 /// What a read added to a partition.

@@ -392,6 +392,25 @@ impl QueueRegistry {
     }
 }
 
+impl Handler<crate::supervision::StopActor> for QueueRegistry {
+    type Result = ResponseFuture<()>;
+
+    /// The shutdown's step for queues: stops every queue actor (each has journaled every
+    /// change it made by then), then fsyncs and stops the queue-state journal.
+    fn handle(&mut self, _: crate::supervision::StopActor, _: &mut Context<Self>) -> Self::Result {
+        let stops: Vec<_> = self
+            .queues
+            .values()
+            .map(|q| q.addr.send(StopQueue))
+            .collect();
+        let journal = self.journal.clone();
+        Box::pin(async move {
+            futures_util::future::join_all(stops).await;
+            let _ = journal.send(crate::supervision::StopActor).await;
+        })
+    }
+}
+
 fn no_queue(name: &str) -> BrokerError {
     BrokerError::NoSuchEntity {
         kind: "queue",

@@ -118,6 +118,16 @@ impl Actor for QueueStateJournal {
     }
 }
 
+impl Handler<crate::supervision::StopActor> for QueueStateJournal {
+    type Result = ();
+
+    /// Fsyncs the journal, then stops: answered once everything recorded is durable.
+    fn handle(&mut self, _: crate::supervision::StopActor, ctx: &mut Context<Self>) {
+        self.journal.flush();
+        ctx.stop();
+    }
+}
+
 /// Records a change to one partition of a queue. Sent with `do_send` in the order changes
 /// happen; the write reaches the page cache before the next message is handled.
 #[derive(Message)]

@@ -458,6 +458,9 @@ async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut blocked = false;
+    let stop = conn.broker.shutdown.clone();
+    let stop = stop.wait();
+    tokio::pin!(stop);
     loop {
         // Flow control: while published bytes on their way to the log exceed the limit, a
         // publishing connection is told so and its socket is not read.
@@ -492,6 +495,11 @@ async fn run(
             return End::Io(e.text);
         }
         let step: Result<(), AmqpError> = tokio::select! {
+            // RabbitMQ's words when a node stops: clients reconnect, as they do after a restart.
+            _ = &mut stop => Err(AmqpError::connection(
+                reply::CONNECTION_FORCED,
+                "broker forced connection closure with reason 'shutdown'",
+            )),
             _ = released, if blocked => Ok(()),
             read = io.stream.read_buf(&mut io.buf), if !blocked => match read {
                 Ok(0) => return End::Io("peer closed".into()),

@@ -20,6 +20,7 @@ use std::time::Duration;
 use spool_actors::Broker;
 use spool_metrics::live;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 /// Settings of the AMQP listener.
@@ -111,7 +112,9 @@ impl Default for AmqpConfig {
     }
 }
 
-/// Accepts AMQP connections until the listener fails.
+/// Accepts AMQP connections until the listener fails or the broker's shutdown begins; at
+/// shutdown every connection is closed with 320 CONNECTION_FORCED, as RabbitMQ closes them, and
+/// this returns once all have ended.
 pub async fn serve(
     listener: TcpListener,
     broker: Broker,
@@ -125,8 +128,16 @@ pub async fn serve(
     tokio::spawn(watch_disk(config.clone(), inflight.clone()));
     let open = Arc::new(AtomicUsize::new(0));
     info!(addr = %listener.local_addr()?, "AMQP listener ready");
+    let connections = TaskTracker::new();
+    let stop = broker.shutdown.clone();
+    let stop = stop.wait();
+    tokio::pin!(stop);
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            accepted = listener.accept() => accepted?,
+        };
         if open.load(Ordering::Relaxed) >= config.max_connections {
             warn!(%peer, limit = config.max_connections, "AMQP connection refused: limit reached");
             drop(stream);
@@ -135,11 +146,19 @@ pub async fn serve(
         open.fetch_add(1, Ordering::Relaxed);
         let (broker, config, open) = (broker.clone(), config.clone(), open.clone());
         let (replies, inflight) = (replies.clone(), inflight.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             connection::serve(stream, peer, broker, config, replies, inflight).await;
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
+    drop(listener);
+    connections.close();
+    info!(
+        connections = connections.len(),
+        "AMQP listener closed; closing connections"
+    );
+    connections.wait().await;
+    Ok(())
 }
 
 /// Raises the disk alarm while free space under the data directory is below the limit, and

@@ -3,6 +3,8 @@
 //! text). Errors are JSON bodies `{"error_code": ..., "message": ...}`.
 
 mod errors;
+#[cfg(debug_assertions)]
+mod faults;
 mod groups;
 mod members;
 mod metrics;
@@ -12,6 +14,8 @@ mod queues;
 mod records;
 mod topics;
 
+/// Stops the server started by [`server`] (what the broker's shutdown uses).
+pub use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, Resource};
 use serde_json::json;
 use spool_actors::Broker;
@@ -35,9 +39,18 @@ async fn healthz() -> HttpResponse {
     path = "/readyz",
     tag = "operations",
     summary = "The store is recovered and the listeners are bound",
-    responses((status = 200, description = "OK"))
+    responses(
+        (status = 200, description = "OK"),
+        (status = 503, description = "The broker is shutting down")
+    )
 )]
-async fn readyz() -> HttpResponse {
+async fn readyz(broker: web::Data<Broker>) -> HttpResponse {
+    if broker.shutdown.begun() {
+        return error(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down".to_string(),
+        );
+    }
     HttpResponse::Ok().json(json!({"status": "ready"}))
 }
 
@@ -130,10 +143,15 @@ routes! {
 
 /// The HTTP server on an already bound listener; it runs when awaited (or spawned) inside an
 /// actix runtime.
+///
+/// The server installs no signal handlers: the broker's shutdown stops it (with
+/// `ServerHandle::stop(true)`), letting requests in progress finish for up to
+/// `shutdown_timeout_s` seconds.
 pub fn server(
     listener: std::net::TcpListener,
     broker: Broker,
     workers: usize,
+    shutdown_timeout_s: u64,
 ) -> std::io::Result<actix_web::dev::Server> {
     let broker = web::Data::new(broker);
     let round_robin = web::Data::new(records::RoundRobin::default());
@@ -174,9 +192,16 @@ pub fn server(
             .app_data(web::PathConfig::default().error_handler(bad_input))
             .app_data(web::QueryConfig::default().error_handler(bad_input))
             .configure(register)
+            .configure(|cfg| {
+                #[cfg(debug_assertions)]
+                faults::register(cfg);
+                let _ = cfg;
+            })
             .default_service(web::to(not_found))
     })
     .workers(workers.max(1))
+    .disable_signals()
+    .shutdown_timeout(shutdown_timeout_s)
     .listen(listener)?
     .run())
 }

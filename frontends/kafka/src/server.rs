@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::api_versions::is_supported;
@@ -52,8 +53,11 @@ impl Default for KafkaConfig {
     }
 }
 
-/// Accepts Kafka connections on `listener` until the process ends.
+/// Accepts Kafka connections on `listener` until the broker's shutdown begins, then stops
+/// accepting and returns once every connection has written the answers to the requests it had
+/// read and closed.
 pub async fn serve(listener: TcpListener, broker: Broker, config: KafkaConfig) {
+    let shutdown = broker.shutdown.clone();
     let ctx = Ctx {
         broker,
         fetch_sessions: Arc::new(FetchSessionCache::new(config.max_fetch_sessions)),
@@ -65,11 +69,21 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: KafkaConfig) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "kafka listener up");
     }
+    let connections = TaskTracker::new();
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "accept failed");
+                // Out of file descriptors and the like: do not spin on it.
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -80,12 +94,19 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: KafkaConfig) {
         }
         open.fetch_add(1, Ordering::Relaxed);
         let (ctx, open) = (ctx.clone(), open.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _ = stream.set_nodelay(true);
             connection(stream, peer, ctx).await;
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
+    drop(listener);
+    connections.close();
+    info!(
+        connections = connections.len(),
+        "kafka listener closed; answering what was read"
+    );
+    connections.wait().await;
 }
 
 /// The answer to one request: a response frame as chunks, or nothing (Produce with acks=0).
@@ -115,10 +136,19 @@ async fn connection(stream: TcpStream, peer: SocketAddr, mut ctx: Ctx) {
         let _ = wr.shutdown().await;
     });
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // At shutdown the connection reads no more: the answers to what it read are written, then
+    // it closes (clients retry elsewhere or after the restart).
+    let stop = ctx.broker.shutdown.clone();
+    let stop = stop.wait();
+    tokio::pin!(stop);
     let reason = loop {
         let frame = match codec::take_frame(&mut buf, ctx.config.max_request_bytes) {
             Ok(Some(f)) => f,
-            Ok(None) => match rd.read_buf(&mut buf).await {
+            Ok(None) => match tokio::select! {
+                biased;
+                _ = &mut stop => break None,
+                read = rd.read_buf(&mut buf) => read,
+            } {
                 Ok(0) if buf.is_empty() => break None,
                 Ok(0) => break Some("connection closed mid-frame".to_string()),
                 Ok(n) => {

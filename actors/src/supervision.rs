@@ -1,0 +1,190 @@
+//! What supervision shares across the core: the broker-wide shutdown signal, the notice an actor
+//! leaves when it ends, and the backoff dependents use while an actor they need is restarting.
+//!
+//! Plain types, no actors: the registries and the queue actor use them (ARCHITECTURE.md,
+//! "Supervision").
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+/// The broker-wide "shutting down" flag. Once begun it never ends; supervisors stop restarting,
+/// listeners stop accepting, connections wind down.
+#[derive(Clone)]
+pub struct ShutdownSignal {
+    tx: std::sync::Arc<watch::Sender<bool>>,
+}
+
+impl Default for ShutdownSignal {
+    fn default() -> Self {
+        ShutdownSignal {
+            tx: std::sync::Arc::new(watch::channel(false).0),
+        }
+    }
+}
+
+impl ShutdownSignal {
+    /// Starts the shutdown (idempotent).
+    pub fn begin(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Whether the shutdown has begun.
+    pub fn begun(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// Resolves once the shutdown has begun (at once if it already has).
+    pub async fn wait(&self) {
+        let mut rx = self.tx.subscribe();
+        // The sender lives as long as `self`, so `wait_for` cannot fail while we hold it.
+        let _ = rx.wait_for(|begun| *begun).await;
+    }
+}
+
+/// Stops an actor for the shutdown: it finishes what it must first (a journal fsyncs) and
+/// answers once nothing of it remains to be written.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct StopActor;
+
+/// Which incarnation of a supervised actor ended: supervisors compare it with the incarnation
+/// they published, so a late notice from an actor already replaced is ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorEnded {
+    /// The actor's name within its kind (a topic, a queue, a group).
+    pub name: String,
+    /// Its index under that name (a partition number; 0 where there is one actor per name).
+    pub index: i32,
+    /// A number the supervisor gave this incarnation.
+    pub incarnation: u64,
+}
+
+/// Held by a supervised actor as its last field: when the actor is dropped, whether it stopped
+/// or panicked (a panicking handler drops its actor while unwinding), the supervisor hears of
+/// it at once, with everything the actor owned (its log's files) already released.
+pub struct EndNotice {
+    ended: Option<ActorEnded>,
+    to: mpsc::UnboundedSender<ActorEnded>,
+}
+
+impl EndNotice {
+    /// A notice that `name`'s incarnation `incarnation` ended, sent to `to` on drop.
+    pub fn new(to: mpsc::UnboundedSender<ActorEnded>, ended: ActorEnded) -> Self {
+        EndNotice {
+            ended: Some(ended),
+            to,
+        }
+    }
+}
+
+impl Drop for EndNotice {
+    fn drop(&mut self) {
+        if let Some(ended) = self.ended.take() {
+            // The supervisor is gone only when the whole broker is: nothing to tell then.
+            let _ = self.to.send(ended);
+        }
+    }
+}
+
+/// Bounded, jittered exponential backoff: what a dependent waits between attempts to reach an
+/// actor that is restarting, so a mailbox error is never retried in a tight loop.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    attempts: u32,
+}
+
+impl Default for Backoff {
+    /// 10 ms, doubling up to 1 s: a partition restarts in milliseconds, and a dependent that
+    /// keeps failing settles at one attempt a second.
+    fn default() -> Self {
+        Backoff::new(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+impl Backoff {
+    /// Delays start at `first` and double up to `max`.
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Backoff {
+            first,
+            max: max.max(first),
+            attempts: 0,
+        }
+    }
+
+    /// Failed attempts since the last success.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The wait before the next attempt: the capped exponential delay, scaled by a random factor
+    /// in [0.5, 1.0] so dependents of one actor do not retry in step.
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.first.saturating_mul(1u32 << self.attempts.min(20));
+        self.attempts = self.attempts.saturating_add(1);
+        exp.min(self.max).mul_f64(0.5 + fastrand::f64() / 2.0)
+    }
+
+    /// The actor answered: the next failure starts from `first` again.
+    pub fn reset(&mut self) {
+        self.attempts = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(100));
+        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        for (i, d) in delays.iter().enumerate() {
+            let full = Duration::from_millis(10 * (1 << i)).min(Duration::from_millis(100));
+            assert!(
+                *d >= full / 2 && *d <= full,
+                "attempt {i}: {d:?} vs {full:?}"
+            );
+        }
+        assert_eq!(b.attempts(), 8);
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(10));
+    }
+
+    #[test]
+    fn backoff_never_overflows() {
+        let mut b = Backoff::default();
+        for _ in 0..1000 {
+            assert!(b.next_delay() <= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn an_end_notice_is_sent_once_on_drop() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ended = ActorEnded {
+            name: "t".into(),
+            index: 0,
+            incarnation: 7,
+        };
+        drop(EndNotice::new(tx, ended.clone()));
+        assert_eq!(rx.try_recv().unwrap(), ended);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn shutdown_wait_resolves_once_begun() {
+        let s = ShutdownSignal::default();
+        assert!(!s.begun());
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.wait().await }
+        });
+        s.begin();
+        waiter.await.unwrap();
+        assert!(s.begun());
+        s.wait().await;
+    }
+}
