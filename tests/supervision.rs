@@ -87,7 +87,7 @@ async fn sigterm_after_queue_traffic_a_kill_and_a_kafka_read_ends_the_process() 
 /// last restart, and the log says little about it.
 #[tokio::test(flavor = "multi_thread")]
 async fn crashed_partitions_and_coordinators_are_invisible_to_clients() {
-    let spool = Spool::start();
+    let mut spool = Spool::start();
     let bootstrap = spool.bootstrap();
     create_topic(&bootstrap, "stream", 2).await;
     let setup = connect(&spool).await;
@@ -266,7 +266,34 @@ async fn crashed_partitions_and_coordinators_are_invisible_to_clients() {
         "{} lines about partitions:\n{log}",
         partition_trouble_lines(&log)
     );
+
+    // SIGTERM with every client still connected: an orderly exit, and a restart finds every
+    // acknowledged record and every settlement.
+    let (status, took) = spool
+        .terminate(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("still running 10 s after SIGTERM:\n{}", spool.log()));
+    assert!(status.success(), "exit status {status:?}:\n{}", spool.log());
+    println!("SIGTERM to exit with clients connected: {took:?}");
     stop.store(true, Ordering::SeqCst);
     reader.join().unwrap();
     working.abort();
+    spool.launch();
+    let ch = connect(&spool).await.create_channel().await.unwrap();
+    assert_eq!(passive(&ch, "tasks").await.unwrap().message_count(), 0);
+    let (_, topic) = spool.http_get("/topics/stream");
+    let topic: serde_json::Value = serde_json::from_str(&topic).unwrap();
+    let mut stored = HashSet::new();
+    for p in 0..2 {
+        let end = topic["partitions"][p]["high_watermark"].as_u64().unwrap();
+        for m in consume(
+            &spool.bootstrap(),
+            "stream",
+            p as i32,
+            Offset::Beginning,
+            end as usize,
+        ) {
+            stored.insert(value(&m));
+        }
+    }
+    assert!(acked.iter().all(|v| stored.contains(v)));
 }

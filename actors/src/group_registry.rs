@@ -157,11 +157,7 @@ impl Handler<crate::supervision::StopActor> for GroupRegistry {
             .drain()
             .map(|(_, a)| a.send(crate::supervision::StopActor))
             .collect();
-        let journal = self.journal.clone();
-        Box::pin(async move {
-            futures_util::future::join_all(stops).await;
-            let _ = journal.send(crate::supervision::StopActor).await;
-        })
+        crate::supervision::stop_all_then_journal(stops, self.journal.clone())
     }
 }
 

@@ -48,6 +48,22 @@ impl ShutdownSignal {
 #[rtype(result = "()")]
 pub struct StopActor;
 
+/// What a registry does at shutdown: waits for every actor it started to stop (`stops`), then
+/// stops `journal`, which those actors wrote to, so the journal's fsync covers all they wrote.
+pub fn stop_all_then_journal<J, F>(
+    stops: Vec<F>,
+    journal: actix::Addr<J>,
+) -> actix::ResponseFuture<()>
+where
+    J: actix::Actor<Context = actix::Context<J>> + actix::Handler<StopActor>,
+    F: std::future::Future + 'static,
+{
+    Box::pin(async move {
+        futures_util::future::join_all(stops).await;
+        let _ = journal.send(StopActor).await;
+    })
+}
+
 /// Which incarnation of a supervised actor ended: supervisors compare it with the incarnation
 /// they published, so a late notice from an actor already replaced is ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -403,11 +403,7 @@ impl Handler<crate::supervision::StopActor> for QueueRegistry {
             .values()
             .map(|q| q.addr.send(StopQueue))
             .collect();
-        let journal = self.journal.clone();
-        Box::pin(async move {
-            futures_util::future::join_all(stops).await;
-            let _ = journal.send(crate::supervision::StopActor).await;
-        })
+        crate::supervision::stop_all_then_journal(stops, self.journal.clone())
     }
 }
 
