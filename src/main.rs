@@ -73,6 +73,24 @@ fn init_logging(level: &str, per_second: u32) {
                 .with_ansi(std::io::stderr().is_terminal()),
         )
         .init();
+    // A panicking actor is restarted by its supervisor; its panic is logged through tracing,
+    // so it is rate-limited like any line (the default hook writes straight to stderr, with a
+    // whole backtrace each time under RUST_BACKTRACE).
+    // Only the first panic carries its backtrace (when RUST_BACKTRACE asks for one).
+    static BACKTRACE_SHOWN: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        if BACKTRACE_SHOWN.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(%thread, "panic: {info}");
+        } else {
+            let backtrace = std::backtrace::Backtrace::capture();
+            tracing::error!(%thread, %backtrace, "panic: {info}");
+        }
+    }));
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
