@@ -120,9 +120,7 @@ pub struct TopicRegistry {
     ended_rx: Option<tokio::sync::mpsc::UnboundedReceiver<ActorEnded>>,
     /// The last incarnation number given to a partition actor.
     incarnations: u64,
-    /// Set by [`ClosePartitions`]: nothing is restarted any more.
-    closing: bool,
-    /// Once it is up, nothing is restarted either.
+    /// Once it is up, nothing is restarted.
     shutdown: ShutdownSignal,
 }
 
@@ -148,7 +146,6 @@ impl TopicRegistry {
             ended_tx,
             ended_rx: Some(ended_rx),
             incarnations: 0,
-            closing: false,
             shutdown,
         };
         for record in reg.meta.topics()? {
@@ -244,7 +241,7 @@ impl TopicRegistry {
 
     /// Restarts every partition actor that is no longer running (the backstop to end notices).
     fn watchdog(&mut self) {
-        if self.closing || self.shutdown.begun() {
+        if self.shutdown.begun() {
             return;
         }
         let snapshot = self.catalog.snapshot();
@@ -260,7 +257,7 @@ impl TopicRegistry {
     /// A partition actor ended: restarts it when it is the current incarnation of a partition
     /// that still exists (a deleted topic's actors end too, and so do replaced ones).
     fn actor_ended(&mut self, ended: ActorEnded) {
-        if self.closing || self.shutdown.begun() {
+        if self.shutdown.begun() {
             return;
         }
         let snapshot = self.catalog.snapshot();
@@ -324,7 +321,7 @@ impl Handler<ClosePartitions> for TopicRegistry {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _msg: ClosePartitions, _ctx: &mut Context<Self>) -> Self::Result {
-        self.closing = true;
+        self.shutdown.begin();
         let snapshot = self.catalog.snapshot();
         let closes: Vec<_> = snapshot
             .topics

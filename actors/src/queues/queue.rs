@@ -312,11 +312,9 @@ impl QueueActor {
             });
             ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
                 act.parts[p].reading = false;
-                if res.is_ok() {
-                    act.reached(p);
-                }
                 match res {
                     Ok(Ok(r)) => {
+                        act.reached(p);
                         if !act.take_read(p, from, r.records, r.high_watermark, r.log_start_offset)
                         {
                             // Retry later rather than spin on a batch that does not decode.
@@ -329,6 +327,7 @@ impl QueueActor {
                         }
                     }
                     Ok(Err(BrokerError::OffsetOutOfRange { start, end, .. })) => {
+                        act.reached(p);
                         // Retention removed records the queue had not finished: skip them.
                         let part = &mut act.parts[p];
                         part.log_end = end;
