@@ -10,11 +10,13 @@ use spool_store::{LogConfig, MetaStore};
 use crate::catalog::{Catalog, CatalogSnapshot, NodeInfo};
 use crate::group::GroupConfig;
 use crate::group_registry::GroupRegistry;
+use crate::journal::JournalPlace;
 use crate::offsets_journal::OffsetsJournal;
 use crate::queues::registry::QueueRegistry;
 use crate::queues::routing::Routes;
 use crate::queues::state_journal::QueueStateJournal;
 use crate::registry::{ClosePartitions, TopicRegistry};
+use crate::supervision::Current;
 use crate::supervision::{ShutdownSignal, StopActor};
 use crate::BrokerError;
 
@@ -52,6 +54,17 @@ pub struct Broker {
     /// Raised when the broker begins to shut down: listeners stop accepting, connections wind
     /// down, supervisors stop restarting.
     pub shutdown: ShutdownSignal,
+    /// The journals' actors, as their supervisors (the registries) keep them.
+    pub journals: Journals,
+}
+
+/// The current actors of the two journals.
+#[derive(Clone)]
+pub struct Journals {
+    /// Every queue's delivery state (supervised by the queue registry).
+    pub queue_state: Current<QueueStateJournal>,
+    /// Consumer groups' committed offsets (supervised by the group registry).
+    pub offsets: Current<OffsetsJournal>,
 }
 
 impl Broker {
@@ -83,19 +96,18 @@ impl Broker {
         let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
         let config = Arc::new(config);
         let shutdown = ShutdownSignal::default();
-        let (journal, known_groups) =
-            OffsetsJournal::open(&config.data_dir, meta.clone(), config.log_defaults.flush_ms)?;
+        let place = JournalPlace {
+            data_dir: config.data_dir.clone(),
+            meta: meta.clone(),
+            flush_ms: config.log_defaults.flush_ms,
+        };
         let groups = GroupRegistry::new(
             Arc::new(config.groups.clone()),
-            journal.start(),
+            place.clone(),
             catalog.clone(),
             arbiters.clone(),
-            known_groups,
             shutdown.clone(),
-        );
-        let queue_journal =
-            QueueStateJournal::open(&config.data_dir, meta.clone(), config.log_defaults.flush_ms)?
-                .start();
+        )?;
         let registry = TopicRegistry::recover(
             config.clone(),
             meta.clone(),
@@ -109,10 +121,14 @@ impl Broker {
             meta,
             registry.clone(),
             catalog.clone(),
-            queue_journal,
+            place,
             arbiters,
             routes.clone(),
         )?;
+        let journals = Journals {
+            queue_state: queues.journal(),
+            offsets: groups.journal(),
+        };
         Ok(Broker {
             config,
             registry,
@@ -121,6 +137,7 @@ impl Broker {
             queues: queues.run(),
             routes,
             shutdown,
+            journals,
         })
     }
 

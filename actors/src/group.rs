@@ -167,7 +167,7 @@ impl GroupType {
 pub struct GroupActor {
     pub(crate) id: String,
     pub(crate) config: Arc<GroupConfig>,
-    journal: Addr<OffsetsJournal>,
+    journal: crate::supervision::Current<OffsetsJournal>,
     pub(crate) catalog: Catalog,
     /// The protocol of the group's members; an empty group keeps the last one.
     pub(crate) group_type: GroupType,
@@ -202,7 +202,7 @@ impl GroupActor {
     pub fn new(
         id: String,
         config: Arc<GroupConfig>,
-        journal: Addr<OffsetsJournal>,
+        journal: crate::supervision::Current<OffsetsJournal>,
         catalog: Catalog,
     ) -> Self {
         GroupActor {
@@ -565,8 +565,8 @@ impl Handler<crate::supervision::StopActor> for GroupActor {
 impl Handler<crate::faults::InjectPanic> for GroupActor {
     type Result = ();
 
-    fn handle(&mut self, _: crate::faults::InjectPanic, _: &mut Context<Self>) {
-        panic!("injected panic in the coordinator of group {}", self.id);
+    fn handle(&mut self, msg: crate::faults::InjectPanic, _: &mut Context<Self>) {
+        msg.strike(format_args!("the coordinator of group {}", self.id));
     }
 }
 

@@ -13,8 +13,9 @@ use tracing::{info, warn};
 
 use crate::catalog::Catalog;
 use crate::group::{GroupActor, GroupConfig};
+use crate::journal::JournalPlace;
 use crate::offsets_journal::OffsetsJournal;
-use crate::supervision::ShutdownSignal;
+use crate::supervision::{ActorEnded, Current, EndReports, ShutdownSignal};
 use crate::BrokerError;
 
 /// Longest group id accepted (Kafka has no limit; this bounds memory and journal frames).
@@ -22,7 +23,12 @@ pub const MAX_GROUP_ID_LEN: usize = 1024;
 
 pub struct GroupRegistry {
     config: Arc<GroupConfig>,
-    journal: Addr<OffsetsJournal>,
+    /// The offsets journal's actor, which this registry supervises.
+    journal: Current<OffsetsJournal>,
+    /// Where the journal is, to open it again when its actor ends.
+    place: JournalPlace,
+    /// Where the journal's actor reports its end.
+    ends: EndReports,
     catalog: Catalog,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
@@ -33,18 +39,24 @@ pub struct GroupRegistry {
 }
 
 impl GroupRegistry {
-    /// A registry that starts coordinators for `known` groups (those with committed offsets).
+    /// A registry that opens the offsets journal at `place`, starts its actor and starts
+    /// coordinators for the groups that have committed offsets.
     pub fn new(
         config: Arc<GroupConfig>,
-        journal: Addr<OffsetsJournal>,
+        place: JournalPlace,
         catalog: Catalog,
         arbiters: Vec<ArbiterHandle>,
-        known: Vec<String>,
         shutdown: ShutdownSignal,
-    ) -> Self {
+    ) -> Result<Self, BrokerError> {
+        let (journal, known) = OffsetsJournal::open(&place)?;
+        let mut ends = EndReports::default();
+        let (notice, _) = ends.notice(JOURNAL, 0);
+        let journal = Current::new(journal.with_end_notice(notice).start());
         let mut registry = GroupRegistry {
             config,
             journal,
+            place,
+            ends,
             catalog,
             arbiters,
             next_arbiter: 0,
@@ -55,7 +67,32 @@ impl GroupRegistry {
         for group in known {
             registry.start_group(group);
         }
-        registry
+        Ok(registry)
+    }
+
+    /// The offsets journal's actor, as it is at each use.
+    pub fn journal(&self) -> Current<OffsetsJournal> {
+        self.journal.clone()
+    }
+
+    /// The offsets journal's actor ended: opens the journal again (what the ended actor
+    /// wrote is there; a commit it had not written was answered with a retriable error) and
+    /// starts a new actor on it, which coordinators find from then on.
+    fn journal_ended(&mut self) {
+        if self.shutdown.begun() {
+            return;
+        }
+        spool_metrics::live::actor_restarted("journal");
+        match OffsetsJournal::open(&self.place) {
+            Ok((journal, _)) => {
+                let (notice, _) = self.ends.notice(JOURNAL, 0);
+                self.journal.set(journal.with_end_notice(notice).start());
+                warn!("group offsets journal's actor ended; restarted it from the journal");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "group offsets journal could not be opened again; commits fail until a restart")
+            }
+        }
     }
 
     fn start_group(&mut self, group: String) -> Addr<GroupActor> {
@@ -90,8 +127,25 @@ impl GroupRegistry {
     }
 }
 
+/// The name the journal's actor reports its end under.
+const JOURNAL: &str = "offsets-journal";
+
 impl Actor for GroupRegistry {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.ends.attach(ctx);
+    }
+}
+
+impl StreamHandler<ActorEnded> for GroupRegistry {
+    fn handle(&mut self, _ended: ActorEnded, _: &mut Context<Self>) {
+        // The journal is the registry's only child that reports its end.
+        self.journal_ended();
+    }
+
+    /// The registry keeps a sender, so the stream never ends while it runs; nothing to do.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 /// Checks a group id as Kafka does: not empty (most APIs), and bounded.
@@ -157,7 +211,7 @@ impl Handler<crate::supervision::StopActor> for GroupRegistry {
             .drain()
             .map(|(_, a)| a.send(crate::supervision::StopActor))
             .collect();
-        crate::supervision::stop_all_then_journal(stops, self.journal.clone())
+        crate::supervision::stop_all_then_journal(stops, self.journal.get())
     }
 }
 

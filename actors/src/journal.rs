@@ -95,6 +95,26 @@ fn journal_config(flush_ms: Option<u64>) -> LogConfig {
 /// A snapshot is written once the journal is this much larger than after the last one.
 const SNAPSHOT_GROWTH: u64 = 64 * 1024 * 1024;
 
+/// Where the journals live and how they are written: what a supervisor needs to open one
+/// again after its actor ended.
+#[derive(Clone)]
+pub struct JournalPlace {
+    pub data_dir: std::path::PathBuf,
+    pub meta: Arc<MetaStore>,
+    /// The fsync interval (`None`: the log's default policy).
+    pub flush_ms: Option<u64>,
+}
+
+impl JournalPlace {
+    /// Opens (recovering) the journal `name` here and replays it.
+    pub fn open<S: JournalState + 'static>(
+        &self,
+        name: &'static str,
+    ) -> Result<Journal<S>, BrokerError> {
+        Journal::open(&self.data_dir, name, self.meta.clone(), self.flush_ms)
+    }
+}
+
 /// A journal and the state it holds.
 pub struct Journal<S: JournalState> {
     /// Directory under the data directory, and the journal's key in the log-start table.

@@ -5,15 +5,13 @@
 //! and send every change here before answering the client.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use spool_store::MetaStore;
 use tracing::info;
 
-use crate::journal::{Journal, JournalState};
+use crate::journal::{Journal, JournalPlace, JournalState};
+use crate::supervision::EndNotice;
 use crate::BrokerError;
 
 /// Where the journal lives under the data directory, and its key in the log-start table.
@@ -82,20 +80,40 @@ impl JournalState for GroupOffsets {
 /// The journal writer.
 pub struct OffsetsJournal {
     journal: Journal<GroupOffsets>,
+    /// Tells the group registry when this actor ends (declared last: dropped after the
+    /// journal, so a restart opens it after this one closed it).
+    end_notice: Option<EndNotice>,
 }
 
 impl OffsetsJournal {
-    /// Opens (recovering) the journal under `data_dir` and replays it. Also returns the groups
-    /// that have offsets.
-    pub fn open(
-        data_dir: &Path,
-        meta: Arc<MetaStore>,
-        flush_ms: Option<u64>,
-    ) -> Result<(OffsetsJournal, Vec<String>), BrokerError> {
-        let journal = Journal::<GroupOffsets>::open(data_dir, JOURNAL_DIR, meta, flush_ms)?;
+    /// Opens (recovering) the journal at `place` and replays it. Also returns the groups that
+    /// have offsets.
+    pub fn open(place: &JournalPlace) -> Result<(OffsetsJournal, Vec<String>), BrokerError> {
+        let journal = place.open::<GroupOffsets>(JOURNAL_DIR)?;
         let groups: Vec<String> = journal.state().0.keys().cloned().collect();
         info!(groups = groups.len(), "group offsets replayed");
-        Ok((OffsetsJournal { journal }, groups))
+        Ok((
+            OffsetsJournal {
+                journal,
+                end_notice: None,
+            },
+            groups,
+        ))
+    }
+
+    /// Reports this actor's end to its supervisor, however it ends.
+    pub fn with_end_notice(mut self, notice: EndNotice) -> OffsetsJournal {
+        self.end_notice = Some(notice);
+        self
+    }
+}
+
+#[cfg(debug_assertions)]
+impl Handler<crate::faults::InjectPanic> for OffsetsJournal {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::faults::InjectPanic, _: &mut Context<Self>) {
+        msg.strike(format_args!("the group offsets journal"));
     }
 }
 
@@ -178,6 +196,8 @@ impl Handler<LoadGroupOffsets> for OffsetsJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spool_store::MetaStore;
+    use std::sync::Arc;
 
     fn commit(offset: i64) -> Option<CommittedOffset> {
         Some(CommittedOffset {
@@ -191,9 +211,13 @@ mod tests {
     #[test]
     fn offsets_survive_reopen_and_snapshots() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Arc::new(MetaStore::open(&dir.path().join("meta.redb")).unwrap());
+        let place = JournalPlace {
+            data_dir: dir.path().to_path_buf(),
+            meta: Arc::new(MetaStore::open(&dir.path().join("meta.redb")).unwrap()),
+            flush_ms: None,
+        };
         {
-            let (mut j, groups) = OffsetsJournal::open(dir.path(), meta.clone(), None).unwrap();
+            let (mut j, groups) = OffsetsJournal::open(&place).unwrap();
             assert!(groups.is_empty());
             for i in 0..100 {
                 let frame = JournalFrame {
@@ -215,7 +239,7 @@ mod tests {
             j.journal.record(after).unwrap();
             j.journal.flush_for_test();
         }
-        let (j, groups) = OffsetsJournal::open(dir.path(), meta, None).unwrap();
+        let (j, groups) = OffsetsJournal::open(&place).unwrap();
         assert_eq!(groups, ["g"]);
         let live = &j.journal.state().0;
         let g = &live["g"];

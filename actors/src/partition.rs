@@ -662,7 +662,7 @@ impl Handler<CloseLog> for PartitionActor {
 impl Handler<InjectPanic> for PartitionActor {
     type Result = ();
 
-    fn handle(&mut self, _msg: InjectPanic, _ctx: &mut Context<Self>) {
-        panic!("injected panic in {}-{}", self.topic, self.partition);
+    fn handle(&mut self, msg: InjectPanic, _ctx: &mut Context<Self>) {
+        msg.strike(format_args!("{}-{}", self.topic, self.partition));
     }
 }

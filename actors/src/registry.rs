@@ -16,7 +16,7 @@ use crate::catalog::{Catalog, PartitionInfo, TopicInfo};
 use crate::partition::{CloseLog, PartitionActor, ReplicaRole, UpdateLogConfig};
 use crate::partition_offsets::LogStats;
 use crate::record_batch::KafkaBatchFormat;
-use crate::supervision::{ActorEnded, EndNotice, ShutdownSignal};
+use crate::supervision::{ActorEnded, EndReports, ShutdownSignal};
 use crate::BrokerError;
 
 /// The watchdog is a backstop: partition actors report their end at once (an [`EndNotice`]).
@@ -115,11 +115,8 @@ pub struct TopicRegistry {
     records: BTreeMap<String, TopicRecord>,
     producer_ids: std::ops::Range<u64>,
     restarts: u64,
-    /// Where partition actors send their [`EndNotice`]s, and where the registry reads them.
-    ended_tx: tokio::sync::mpsc::UnboundedSender<ActorEnded>,
-    ended_rx: Option<tokio::sync::mpsc::UnboundedReceiver<ActorEnded>>,
-    /// The last incarnation number given to a partition actor.
-    incarnations: u64,
+    /// Where partition actors report their ends (and their incarnation numbers).
+    ends: EndReports,
     /// Once it is up, nothing is restarted.
     shutdown: ShutdownSignal,
 }
@@ -133,7 +130,6 @@ impl TopicRegistry {
         arbiters: Vec<ArbiterHandle>,
         shutdown: ShutdownSignal,
     ) -> Result<TopicRegistry, BrokerError> {
-        let (ended_tx, ended_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut reg = TopicRegistry {
             config,
             meta,
@@ -143,9 +139,7 @@ impl TopicRegistry {
             records: BTreeMap::new(),
             producer_ids: 0..0,
             restarts: 0,
-            ended_tx,
-            ended_rx: Some(ended_rx),
-            incarnations: 0,
+            ends: EndReports::default(),
             shutdown,
         };
         for record in reg.meta.topics()? {
@@ -185,16 +179,7 @@ impl TopicRegistry {
         )?;
         let role = ReplicaRole::Leader { epoch: 0 };
         let stats = Arc::new(LogStats::default());
-        self.incarnations += 1;
-        let incarnation = self.incarnations;
-        let notice = EndNotice::new(
-            self.ended_tx.clone(),
-            ActorEnded {
-                name: topic.to_string(),
-                index: partition,
-                incarnation,
-            },
-        );
+        let (notice, incarnation) = self.ends.notice(topic, partition);
         let actor = PartitionActor::new(
             topic.into(),
             partition,
@@ -300,11 +285,7 @@ impl Actor for TopicRegistry {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(WATCHDOG_EVERY, |act, _| act.watchdog());
-        if let Some(rx) = self.ended_rx.take() {
-            ctx.add_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|ended| (ended, rx))
-            }));
-        }
+        self.ends.attach(ctx);
     }
 }
 

@@ -103,6 +103,127 @@ impl Drop for EndNotice {
     }
 }
 
+/// The current actor of a supervised kind that has one instance (a journal): set by its
+/// supervisor at every restart, resolved by dependents at every use, so that none keeps the
+/// address of an actor that ended. The generation counts restarts, so a dependent can tell
+/// that the actor it wrote to before is not the one there now.
+pub struct Current<A: actix::Actor> {
+    inner: std::sync::Arc<std::sync::RwLock<(actix::Addr<A>, u64)>>,
+}
+
+impl<A: actix::Actor> Clone for Current<A> {
+    fn clone(&self) -> Self {
+        Current {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<A: actix::Actor> Current<A> {
+    /// The first actor, generation 0.
+    pub fn new(addr: actix::Addr<A>) -> Self {
+        Current {
+            inner: std::sync::Arc::new(std::sync::RwLock::new((addr, 0))),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, (actix::Addr<A>, u64)> {
+        // Nothing panics while holding the lock; a poisoned one still holds a whole value.
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The actor now.
+    pub fn get(&self) -> actix::Addr<A> {
+        self.read().0.clone()
+    }
+
+    /// How many times the actor has been replaced.
+    pub fn generation(&self) -> u64 {
+        self.read().1
+    }
+
+    /// Replaces the actor (its supervisor restarted it).
+    pub fn set(&self, addr: actix::Addr<A>) {
+        let mut w = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.0 = addr;
+        w.1 += 1;
+    }
+
+    /// `do_send` to the actor now, without cloning its address.
+    pub fn do_send<M>(&self, msg: M)
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        A: actix::Handler<M>,
+        A::Context: actix::dev::ToEnvelope<A, M>,
+    {
+        self.read().0.do_send(msg);
+    }
+
+    /// `send` to the actor now.
+    pub fn send<M>(&self, msg: M) -> actix::dev::Request<A, M>
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        A: actix::Handler<M>,
+        A::Context: actix::dev::ToEnvelope<A, M>,
+    {
+        self.read().0.send(msg)
+    }
+}
+
+/// Where a supervisor's children report their ends: each child carries an [`EndNotice`] made
+/// here, and the supervisor reads the reports as a stream of [`ActorEnded`] on its own context.
+pub struct EndReports {
+    tx: mpsc::UnboundedSender<ActorEnded>,
+    rx: Option<mpsc::UnboundedReceiver<ActorEnded>>,
+    /// The last incarnation number given out.
+    incarnations: u64,
+}
+
+impl Default for EndReports {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        EndReports {
+            tx,
+            rx: Some(rx),
+            incarnations: 0,
+        }
+    }
+}
+
+impl EndReports {
+    /// A notice for the next child called `name` (`index` tells children of one name apart),
+    /// under a fresh incarnation number, which the notice carries and which is also returned.
+    pub fn notice(&mut self, name: &str, index: i32) -> (EndNotice, u64) {
+        self.incarnations += 1;
+        let ended = ActorEnded {
+            name: name.to_string(),
+            index,
+            incarnation: self.incarnations,
+        };
+        (EndNotice::new(self.tx.clone(), ended), self.incarnations)
+    }
+
+    /// Feeds the reports to the supervisor `ctx` belongs to (once: later calls do nothing).
+    pub fn attach<A>(&mut self, ctx: &mut actix::Context<A>)
+    where
+        A: actix::Actor<Context = actix::Context<A>> + actix::StreamHandler<ActorEnded>,
+    {
+        use actix::AsyncContext;
+        if let Some(rx) = self.rx.take() {
+            ctx.add_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|ended| (ended, rx))
+            }));
+        }
+    }
+}
+
 /// Bounded, jittered exponential backoff: what a dependent waits between attempts to reach an
 /// actor that is restarting, so a mailbox error is never retried in a tight loop.
 #[derive(Debug, Clone)]

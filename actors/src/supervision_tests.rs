@@ -17,7 +17,7 @@ async fn a_panicking_partition_is_restarted_with_its_data() {
         assert_eq!(append(&broker, "t", p, 3).await, 0);
     }
     let doomed = addr(0);
-    assert!(doomed.send(InjectPanic).await.is_err());
+    assert!(doomed.send(InjectPanic::default()).await.is_err());
     // The other partition serves throughout.
     let other = addr(1)
         .send(ReadRecords {

@@ -133,32 +133,7 @@ impl Spool {
 
     /// Any request over plain HTTP/1.1, with an optional JSON body: the status and the body.
     pub fn http(&self, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).expect("HTTP listener");
-        let body = json.unwrap_or("");
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: spool\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .expect("a status");
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_string()
-        };
-        (status, body)
+        http_to(self.http_port, method, path, json)
     }
 
     pub fn log(&self) -> String {
@@ -225,6 +200,37 @@ impl Drop for Spool {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Any request to the HTTP listener on `port` over plain HTTP/1.1, with an optional JSON body:
+/// the status and the body.
+pub fn http_to(port: u16, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("HTTP listener");
+    let body = json.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: spool\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
 }
 
 pub fn client_config(bootstrap: &str) -> ClientConfig {

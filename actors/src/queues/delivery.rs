@@ -132,6 +132,14 @@ pub struct DeliveryState {
     /// Delivery counts recovered for records not read again yet.
     recovered: HashMap<u64, u32>,
     held: HashMap<ConsumerId, BTreeSet<u64>>,
+    /// Set after a restart of the queue's actor (the broker kept running): recovered records
+    /// that were out with consumers are held back, not made available, until their holders
+    /// claim them again ([`Self::claim`]) or the hold ends ([`Self::end_hold_back`]).
+    hold_back: bool,
+    /// Records held back: read, pending, neither available nor held.
+    held_back: BTreeSet<u64>,
+    /// Claims on records not read yet: the claimant holds them once they are read.
+    claims: HashMap<u64, ConsumerId>,
 }
 
 impl DeliveryState {
@@ -155,6 +163,58 @@ impl DeliveryState {
         };
         state.advance_start();
         state
+    }
+
+    /// The state a queue resumes with after its actor alone restarted: as [`Self::recover`],
+    /// but records that were out with consumers stay out of reach until they are claimed back
+    /// or [`Self::end_hold_back`] is called, so that consumers whose connections lived through
+    /// the restart keep what they hold (and can still acknowledge it).
+    pub fn recover_held_back(durable: Durable) -> DeliveryState {
+        DeliveryState {
+            hold_back: true,
+            ..DeliveryState::recover(durable)
+        }
+    }
+
+    /// `consumer` says it holds these records (it got them from the queue's previous actor and
+    /// has not settled them): while the hold lasts, they become its own again, as if delivered
+    /// to it by this state. Only records that were out with a consumer at the restart can be
+    /// claimed: not finished ones, not available ones, not ones another consumer holds or
+    /// claimed first. Records not read yet are held by `consumer` once read. Answers the
+    /// offsets claimed.
+    pub fn claim(&mut self, consumer: ConsumerId, offsets: &[u64]) -> Vec<u64> {
+        let mut claimed = Vec::with_capacity(offsets.len());
+        if !self.hold_back {
+            return claimed;
+        }
+        for &offset in offsets {
+            let Some(p) = self.pending.get_mut(&offset) else {
+                let unread = offset >= self.read_to && self.recovered.contains_key(&offset);
+                if unread && *self.claims.entry(offset).or_insert(consumer) == consumer {
+                    claimed.push(offset);
+                }
+                continue;
+            };
+            let free = p.holder.is_none() && self.held_back.remove(&offset);
+            if free {
+                p.holder = Some(consumer);
+                self.held.entry(consumer).or_default().insert(offset);
+            }
+            if p.holder == Some(consumer) {
+                claimed.push(offset);
+            }
+        }
+        claimed
+    }
+
+    /// Ends the hold after a restart: records nobody claimed back are available again.
+    pub fn end_hold_back(&mut self) {
+        self.hold_back = false;
+        for offset in std::mem::take(&mut self.held_back) {
+            if let Some(p) = self.pending.get(&offset) {
+                self.available.insert((u8::MAX - p.priority, offset));
+            }
+        }
     }
 
     /// The persisted form of the state, for snapshots.
@@ -234,16 +294,23 @@ impl DeliveryState {
             if offset < self.read_to || self.finished.contains(&offset) || offset < self.start {
                 continue;
             }
-            let deliveries = self.recovered.remove(&offset).unwrap_or(0);
+            let recovered = self.recovered.remove(&offset);
+            let holder = self.claims.remove(&offset);
             self.pending.insert(
                 offset,
                 Pending {
-                    deliveries,
+                    deliveries: recovered.unwrap_or(0),
                     priority,
-                    holder: None,
+                    holder,
                 },
             );
-            self.available.insert((u8::MAX - priority, offset));
+            if let Some(c) = holder {
+                self.held.entry(c).or_default().insert(offset);
+            } else if recovered.is_some() && self.hold_back {
+                self.held_back.insert(offset);
+            } else {
+                self.available.insert((u8::MAX - priority, offset));
+            }
         }
         // Offsets in the span with no record (compacted away, control batches) are finished.
         self.read_to = self.read_to.max(through);
@@ -335,6 +402,7 @@ impl DeliveryState {
                 }
                 None => {
                     self.available.remove(&(u8::MAX - p.priority, offset));
+                    self.held_back.remove(&offset);
                 }
             }
             self.finished.insert(offset..offset + 1);
@@ -357,6 +425,7 @@ impl DeliveryState {
 
     /// Puts back everything a consumer holds (it cancelled, its channel closed or died).
     pub fn release_all(&mut self, consumer: ConsumerId) -> Vec<u64> {
+        self.claims.retain(|_, c| *c != consumer);
         let held: Vec<u64> = self
             .held
             .remove(&consumer)
@@ -561,5 +630,43 @@ mod tests {
         let (again, _) = r.acquire(2, 5, None);
         let seen: Vec<(u64, bool)> = again.iter().map(|a| (a.offset, a.redelivered)).collect();
         assert_eq!(seen, [(1, true), (3, true), (4, false)]);
+    }
+
+    #[test]
+    fn after_an_actor_restart_held_records_wait_for_their_holders() {
+        let mut s = DeliveryState::default();
+        let mut durable = Durable::default();
+        read(&mut s, 0..6);
+        let (got, _) = s.acquire(1, 2, None); // 0, 1 to consumer 1
+        DeliveryState::replay(&mut durable, &DeliveryState::delivered_change(&got));
+        let (got, _) = s.acquire(2, 2, None); // 2, 3 to consumer 2
+        DeliveryState::replay(&mut durable, &DeliveryState::delivered_change(&got));
+        DeliveryState::replay(&mut durable, &s.finish(1, &[0]));
+        let mut r = DeliveryState::recover_held_back(durable);
+        // Consumer 1 claims 1 before the log is read again, and 0 (finished: not claimed).
+        assert_eq!(r.claim(1, &[0, 1]), [1]);
+        read(&mut r, 1..6);
+        // Consumer 2's records are held back; only 4 and 5 are available.
+        let (fresh, _) = r.acquire(3, 10, None);
+        let offsets: Vec<u64> = fresh.iter().map(|a| a.offset).collect();
+        assert_eq!(offsets, [4, 5]);
+        assert!(r.holds(1, 1));
+        // Consumer 2 claims 3 back (already read); 2 is left and the hold ends.
+        assert_eq!(r.claim(2, &[3]), [3]);
+        assert_eq!(r.claim(3, &[3]), Vec::<u64>::new(), "held by another");
+        assert_eq!(
+            r.claim(3, &[7]),
+            Vec::<u64>::new(),
+            "never out: not claimable"
+        );
+        r.end_hold_back();
+        assert_eq!(r.claim(2, &[2]), Vec::<u64>::new(), "the hold is over");
+        let (again, _) = r.acquire(3, 10, None);
+        let seen: Vec<(u64, bool)> = again.iter().map(|a| (a.offset, a.redelivered)).collect();
+        assert_eq!(seen, [(2, true)]);
+        // What was claimed settles as if delivered by this state.
+        assert_eq!(r.finish(1, &[1]), Change::Finished(vec![1]));
+        assert_eq!(r.finish(2, &[3]), Change::Finished(vec![3]));
+        assert_eq!(r.start(), 2);
     }
 }

@@ -10,6 +10,7 @@
 
 use spool_metrics::live::{self, DeadLetterReason, DeliveryKind};
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -20,9 +21,12 @@ use super::delivery::{Acquired, Change, ConsumerId, DeliveryState, Durable};
 use super::queue_partition::QueuePartition;
 use super::record::{self, QueueRecord};
 use super::routing::Routes;
-use super::state_journal::{Barrier, LoadQueueState, QueueStateJournal, RecordQueueChange};
+use super::state_journal::{
+    Barrier, LoadQueueState, QueueStateJournal, RecordQueueChange, RecordQueueSnapshot,
+};
 use crate::catalog::Catalog;
 use crate::partition::{queue_append, AwaitRecords, DescribeLog, PartitionActor, ReadRecords};
+use crate::supervision::{Backoff, Current};
 use crate::BrokerError;
 
 /// Records read ahead of the consumers, at most.
@@ -57,7 +61,16 @@ pub enum ConsumerEvent {
     Deliver(Delivery),
     /// The queue is gone (deleted): the consumer will get nothing more.
     Cancelled(ConsumerId),
+    /// The queue's actor ended unexpectedly (it is being restarted from the queue's journal):
+    /// the consumer should attach to the new actor and claim back what it holds
+    /// ([`ClaimDeliveries`]) before [`REATTACH_GRACE`] ends. Sent after every delivery the
+    /// ended actor made to that consumer.
+    QueueLost(ConsumerId),
 }
+
+/// How long a queue actor restarted while the broker runs keeps the records its predecessor
+/// had handed out for their holders to claim back, before they are delivered again.
+pub const REATTACH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where a consumer's deliveries go: the front end's channel to its connection.
 pub type DeliverySink = mpsc::Sender<ConsumerEvent>;
@@ -172,7 +185,10 @@ pub struct QueueActor {
     name: String,
     topic: String,
     catalog: Catalog,
-    journal: Addr<QueueStateJournal>,
+    journal: Current<QueueStateJournal>,
+    /// The journal generation this actor's state was last written to in full (see
+    /// [`QueueActor::journal`]).
+    journal_generation: u64,
     /// One per partition of the topic, indexed by partition.
     parts: Vec<QueuePartition>,
     /// Durable state loaded for partitions the catalog does not show yet.
@@ -191,6 +207,11 @@ pub struct QueueActor {
     last_used: std::time::Instant,
     /// Dead letters sent, to spread them over a target's partitions.
     dead_letters: u64,
+    /// Restarted while the broker runs: records that were out stay out for their holders to
+    /// claim back until [`REATTACH_GRACE`] has passed.
+    holding_back: bool,
+    /// Tells the registry when this actor ends (declared last: dropped after the rest).
+    end_notice: Option<crate::supervision::EndNotice>,
 }
 
 impl QueueActor {
@@ -198,7 +219,7 @@ impl QueueActor {
         name: String,
         topic: String,
         catalog: Catalog,
-        journal: Addr<QueueStateJournal>,
+        journal: Current<QueueStateJournal>,
         routes: Routes,
         settings: QueueSettings,
     ) -> QueueActor {
@@ -206,6 +227,7 @@ impl QueueActor {
             name,
             topic,
             catalog,
+            journal_generation: journal.generation(),
             journal,
             parts: Vec::new(),
             recovered: Default::default(),
@@ -218,7 +240,22 @@ impl QueueActor {
             unused: None,
             last_used: std::time::Instant::now(),
             dead_letters: 0,
+            holding_back: false,
+            end_notice: None,
         }
+    }
+
+    /// Reports this actor's end to its supervisor (the queue registry), however it ends.
+    pub fn with_end_notice(mut self, notice: crate::supervision::EndNotice) -> QueueActor {
+        self.end_notice = Some(notice);
+        self
+    }
+
+    /// A restart of a queue whose predecessor ended while the broker ran: what it had handed
+    /// out waits [`REATTACH_GRACE`] for the holders to claim it back.
+    pub fn restarted(mut self) -> QueueActor {
+        self.holding_back = true;
+        self
     }
 
     /// The current actor of partition `p`, when one is running: resolved from the catalog each
@@ -271,16 +308,67 @@ impl QueueActor {
         while self.parts.len() < n {
             let p = self.parts.len() as i32;
             let durable = self.recovered.remove(&p).unwrap_or_default();
-            self.parts.push(QueuePartition::recover(durable));
+            self.parts
+                .push(QueuePartition::recover(durable, self.holding_back));
         }
     }
 
-    fn journal(&self, p: usize, change: Change) {
+    fn journal(&mut self, p: usize, change: Change) {
+        self.rejournal();
         self.journal.do_send(RecordQueueChange {
             queue: self.name.clone(),
             partition: p as i32,
             change,
         });
+    }
+
+    /// When the journal's actor was restarted since this actor last wrote to it, changes sent
+    /// to the ended one may be lost: writes this queue's whole state to the new one first.
+    fn rejournal(&mut self) {
+        let generation = self.journal.generation();
+        if generation == self.journal_generation {
+            return;
+        }
+        self.journal_generation = generation;
+        let parts = self.parts.iter().enumerate();
+        let states = parts.map(|(p, part)| (p as i32, part.state.durable()));
+        let unseen = self.recovered.iter().map(|(p, d)| (*p, d.clone()));
+        for (partition, state) in states.chain(unseen).collect::<Vec<_>>() {
+            self.journal.do_send(RecordQueueSnapshot {
+                queue: self.name.clone(),
+                partition,
+                state,
+            });
+        }
+        info!(queue = %self.name, "queue state written to the restarted journal");
+    }
+
+    /// Loads the queue's durable state before anything else is handled, trying again (after
+    /// `delay`) while the journal's actor is restarting: a queue never starts from an empty
+    /// state because its journal was briefly away.
+    fn load_state(&mut self, ctx: &mut Context<Self>, mut backoff: Backoff) {
+        let delay = (backoff.attempts() > 0).then(|| backoff.next_delay());
+        let (journal, queue) = (self.journal.clone(), self.name.clone());
+        let load = async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            journal.send(LoadQueueState { queue }).await
+        };
+        ctx.wait(load.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(state) => {
+                act.recovered = state;
+                act.journal_generation = act.journal.generation();
+                act.fill(ctx);
+            }
+            Err(_) => {
+                if backoff.attempts() == 0 {
+                    warn!(queue = %act.name, "queue-state journal unavailable; loading again with backoff");
+                    backoff.next_delay();
+                }
+                act.load_state(ctx, backoff);
+            }
+        }));
     }
 
     /// Reads more of each partition's log when its read-ahead has room, or waits for new
@@ -775,13 +863,89 @@ impl Actor for QueueActor {
         // Expired records leave (and are dead-lettered) even when nobody consumes.
         ctx.run_interval(EXPIRY_SCAN, |act, ctx| act.expire_due(ctx));
         // Nothing else is handled until the durable state is back.
-        let load = self.journal.send(LoadQueueState {
-            queue: self.name.clone(),
-        });
-        ctx.wait(load.into_actor(self).map(|res, act, ctx| {
-            act.recovered = res.unwrap_or_default();
-            act.fill(ctx);
-        }));
+        self.load_state(ctx, Backoff::default());
+        if self.holding_back {
+            ctx.run_later(REATTACH_GRACE, |act, ctx| {
+                act.holding_back = false;
+                for part in &mut act.parts {
+                    part.state.end_hold_back();
+                }
+                act.dispatch(ctx);
+            });
+        }
+    }
+}
+
+impl Drop for QueueActor {
+    /// An actor that ends with consumers attached ended unexpectedly (a deletion or a shutdown
+    /// cancels them first): each is told to attach to the restarted actor. The notice follows
+    /// the actor's deliveries on the consumer's channel; when that channel is full it is sent
+    /// from a task of its own.
+    fn drop(&mut self) {
+        for (id, c) in self.consumers.drain() {
+            if let Err(tokio::sync::mpsc::error::TrySendError::Full(ev)) =
+                c.sink.try_send(ConsumerEvent::QueueLost(id))
+            {
+                let sink = c.sink;
+                actix::spawn(async move {
+                    let _ = sink.send(ev).await;
+                });
+            }
+        }
+    }
+}
+
+#[cfg(debug_assertions)]
+impl Handler<crate::faults::InjectPanic> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::faults::InjectPanic, _: &mut Context<Self>) {
+        msg.strike(format_args!("the actor of queue {}", self.name));
+    }
+}
+
+/// The queue-state journal's actor was restarted: the queue writes its whole state to the new
+/// one (unless a change of its own has done so already).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RejournalState;
+
+impl Handler<RejournalState> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RejournalState, _: &mut Context<Self>) {
+        self.rejournal();
+    }
+}
+
+/// A consumer claims back records it got from the queue's previous actor and has not settled
+/// (see [`ConsumerEvent::QueueLost`]): while the restart's grace lasts, they are its own again
+/// and its settlements of them count. Answers the records claimed.
+#[derive(Message)]
+#[rtype(result = "Vec<RecordId>")]
+pub struct ClaimDeliveries {
+    pub consumer: ConsumerId,
+    pub records: Vec<RecordId>,
+}
+
+impl Handler<ClaimDeliveries> for QueueActor {
+    type Result = MessageResult<ClaimDeliveries>;
+
+    fn handle(&mut self, msg: ClaimDeliveries, _: &mut Context<Self>) -> Self::Result {
+        self.track_partitions();
+        let located = msg
+            .records
+            .iter()
+            .map(|r| (usize::try_from(r.partition).unwrap_or(usize::MAX), r.offset));
+        let mut claimed = Vec::new();
+        for (p, offsets) in self.by_partition(located) {
+            let offsets = self.parts[p].state.claim(msg.consumer, &offsets);
+            claimed.extend(offsets.into_iter().map(|offset| RecordId {
+                partition: p as i32,
+                offset,
+            }));
+        }
+        MessageResult(claimed)
     }
 }
 
@@ -864,6 +1028,10 @@ pub struct SettleDeliveries {
     pub consumer: ConsumerId,
     pub records: Vec<RecordId>,
     pub outcome: Outcome,
+    /// Answered once the settlement is handled; dropped unanswered when the actor ended
+    /// first, which tells the sender to settle with the queue's next actor. Sent with
+    /// `do_send`, so settlements keep their order with the sender's other messages.
+    pub receipt: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Handler<SettleDeliveries> for QueueActor {
@@ -874,6 +1042,9 @@ impl Handler<SettleDeliveries> for QueueActor {
             live::acknowledged(msg.records.len() as u64);
         }
         self.settle(msg.consumer, &msg.records, msg.outcome);
+        if let Some(receipt) = msg.receipt {
+            let _ = receipt.send(());
+        }
         self.dispatch(ctx);
     }
 }
@@ -1074,18 +1245,46 @@ impl QueueActor {
             })
             .collect();
         async move {
-            let _ = written.await;
-            futures_util::future::join_all(logs).await
+            let written = written.await.is_ok();
+            (written, futures_util::future::join_all(logs).await)
         }
         .into_actor(self)
-        .map(|statuses, act, _| {
+        .then(|(written, statuses), act, _| {
             for (p, status) in statuses {
                 if let Some(status) = status {
                     let part = &mut act.parts[p];
                     part.log_end = part.log_end.max(status.high_watermark);
                 }
             }
+            act.journal_caught_up(written)
         })
+    }
+
+    /// After a barrier on the journal (`written`: it answered): when the journal's actor ended
+    /// with this queue's changes in its mailbox, waits for its successor, writes the queue's
+    /// state there and waits for that, so that an answer given after this covers them too.
+    fn journal_caught_up(&mut self, written: bool) -> Pin<Box<dyn ActorFuture<Self, Output = ()>>> {
+        if written {
+            return Box::pin(actix::fut::ready(()));
+        }
+        let (journal, seen) = (self.journal.clone(), self.journal_generation);
+        let restarted = async move {
+            let mut backoff = Backoff::default();
+            while journal.generation() == seen || !journal.get().connected() {
+                if backoff.attempts() >= 20 {
+                    return;
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        };
+        Box::pin(restarted.into_actor(self).then(|(), act, _| {
+            act.rejournal();
+            let barrier = act.journal.send(Barrier);
+            async move {
+                let _ = barrier.await;
+            }
+            .into_actor(act)
+        }))
     }
 }
 

@@ -45,10 +45,15 @@ pub(super) struct TakenRead {
 }
 
 impl QueuePartition {
-    /// A partition resuming from its durable state.
-    pub fn recover(durable: Durable) -> QueuePartition {
+    /// A partition resuming from its durable state; `hold_back` after a restart of the
+    /// queue's actor alone (see [`DeliveryState::recover_held_back`]).
+    pub fn recover(durable: Durable, hold_back: bool) -> QueuePartition {
         QueuePartition {
-            state: DeliveryState::recover(durable),
+            state: if hold_back {
+                DeliveryState::recover_held_back(durable)
+            } else {
+                DeliveryState::recover(durable)
+            },
             ..QueuePartition::default()
         }
     }

@@ -3,7 +3,7 @@
 //! with. A queue's records live in a topic of the same name (or, when the name is not a legal
 //! topic name, an escaped one), so Kafka clients can read and feed it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -13,14 +13,16 @@ use tracing::{info, warn};
 
 use super::queue::{
     CountMessages, DeadLetter, Overflow, QueueActor, QueueCounts, QueueSettings, QueueUnused,
-    StopQueue, TouchQueue,
+    RejournalState, StopQueue, TouchQueue,
 };
 use super::routing::{
     Arguments, Binding, ExchangeDef, ExchangeKind, QueueTarget, Routes, RoutingTable,
 };
-use super::state_journal::{ForgetQueueState, QueueStateJournal};
+use super::state_journal::{ForgetQueueState, QueueStateJournal, RetainQueueStates};
 use crate::catalog::Catalog;
+use crate::journal::JournalPlace;
 use crate::registry::{validate_topic_name, CreateTopic, DeleteTopic, TopicRegistry};
+use crate::supervision::{ActorEnded, Backoff, Current, EndReports};
 use crate::BrokerError;
 
 const QUEUE: &str = "queue";
@@ -169,7 +171,24 @@ pub fn check_arguments(queue: &str, arguments: &Arguments) -> Result<(), BrokerE
 struct QueueEntry {
     def: QueueDef,
     addr: Addr<QueueActor>,
+    /// Which start of the queue's actor `addr` is (see [`EndReports`]).
+    incarnation: u64,
 }
+
+/// How a queue's actor has been restarting, so that one that keeps failing is restarted with
+/// a growing delay instead of in a loop.
+struct Restarts {
+    backoff: Backoff,
+    last: std::time::Instant,
+}
+
+/// The queue-state journal's actor reports its end under this name and index (queue actors
+/// report under their queue's name and index 0).
+const JOURNAL_NAME: &str = "queue-state-journal";
+const JOURNAL_INDEX: i32 = -1;
+
+/// An actor that ran this long before it ended is restarted at once, its backoff forgotten.
+const STABLE_RUN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The topic for a queue: its own name when that is a legal topic name, otherwise the name with
 /// every other byte escaped as `_XX` (and `_` as `__`), prefixed `amqp.`.
@@ -214,7 +233,10 @@ pub struct QueueRegistry {
     meta: Arc<MetaStore>,
     topics: Addr<TopicRegistry>,
     catalog: Catalog,
-    journal: Addr<QueueStateJournal>,
+    /// The queue-state journal's actor, which this registry supervises.
+    journal: Current<QueueStateJournal>,
+    /// Where the journal is, to open it again when its actor ends.
+    place: JournalPlace,
     routes: Routes,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
@@ -223,6 +245,11 @@ pub struct QueueRegistry {
     bindings: BTreeSet<Binding>,
     /// Durable queues loaded by `recover`, started by `run`.
     recovered: Vec<QueueDef>,
+    /// Where queue actors report their ends.
+    ends: EndReports,
+    restarts: HashMap<String, Restarts>,
+    /// The shutdown has stopped the queues: none is restarted.
+    stopping: bool,
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -235,15 +262,19 @@ impl QueueRegistry {
         meta: Arc<MetaStore>,
         topics: Addr<TopicRegistry>,
         catalog: Catalog,
-        journal: Addr<QueueStateJournal>,
+        place: JournalPlace,
         arbiters: Vec<ArbiterHandle>,
         routes: Routes,
     ) -> Result<QueueRegistry, BrokerError> {
+        let mut ends = EndReports::default();
+        let (notice, _) = ends.notice(JOURNAL_NAME, JOURNAL_INDEX);
+        let journal = QueueStateJournal::open(&place)?.with_end_notice(notice);
         let mut reg = QueueRegistry {
             meta,
             topics,
             catalog,
-            journal,
+            journal: Current::new(journal.start()),
+            place,
             routes,
             arbiters,
             next_arbiter: 0,
@@ -254,6 +285,9 @@ impl QueueRegistry {
                 .collect(),
             bindings: BTreeSet::new(),
             recovered: Vec::new(),
+            ends,
+            restarts: HashMap::new(),
+            stopping: false,
         };
         for (_, bytes) in reg.meta.definitions(EXCHANGE)? {
             match serde_json::from_slice::<ExchangeDef>(&bytes) {
@@ -293,17 +327,24 @@ impl QueueRegistry {
         QueueRegistry::create(move |ctx| {
             let me = ctx.address().recipient();
             for def in std::mem::take(&mut self.recovered) {
-                let addr = self.start_queue(&def, me.clone());
-                self.queues
-                    .insert(def.name.clone(), QueueEntry { def, addr });
+                let entry = self.start_queue(def, me.clone(), false);
+                self.queues.insert(entry.def.name.clone(), entry);
             }
             self.publish();
             self
         })
     }
 
-    fn start_queue(&mut self, def: &QueueDef, me: Recipient<QueueUnused>) -> Addr<QueueActor> {
-        let actor = QueueActor::new(
+    /// Starts an actor for the queue `def` defines; `restarted` when it replaces one that ended
+    /// while the broker ran (see [`QueueActor::restarted`]).
+    fn start_queue(
+        &mut self,
+        def: QueueDef,
+        me: Recipient<QueueUnused>,
+        restarted: bool,
+    ) -> QueueEntry {
+        let (notice, incarnation) = self.ends.notice(&def.name, 0);
+        let mut actor = QueueActor::new(
             def.name.clone(),
             def.topic.clone(),
             self.catalog.clone(),
@@ -311,7 +352,11 @@ impl QueueRegistry {
             self.routes.clone(),
             def.settings(),
         )
-        .report_unused_to(me);
+        .report_unused_to(me)
+        .with_end_notice(notice);
+        if restarted {
+            actor = actor.restarted();
+        }
         // Beside its partition: every publish and read of the queue goes through that actor.
         let beside = self
             .catalog
@@ -322,7 +367,101 @@ impl QueueRegistry {
             self.next_arbiter += 1;
             self.arbiters[(self.next_arbiter - 1) % self.arbiters.len()].clone()
         });
-        QueueActor::start_in_arbiter(&arbiter, move |_| actor)
+        let addr = QueueActor::start_in_arbiter(&arbiter, move |_| actor);
+        QueueEntry {
+            def,
+            addr,
+            incarnation,
+        }
+    }
+
+    /// The queue-state journal's actor, as it is at each use.
+    pub fn journal(&self) -> Current<QueueStateJournal> {
+        self.journal.clone()
+    }
+
+    /// The queue-state journal's actor ended: opens the journal again (what the ended actor
+    /// wrote is there) and starts a new actor on it. Changes lost in the ended actor's mailbox
+    /// are written again: every queue actor writes its whole state to the new journal before
+    /// its next change (it sees the journal's generation move), and deletions are applied
+    /// again from the registry's definitions.
+    fn journal_ended(&mut self) {
+        if self.stopping {
+            return;
+        }
+        spool_metrics::live::actor_restarted("journal");
+        let journal = match QueueStateJournal::open(&self.place) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "queue-state journal could not be opened again; queue changes are not recorded until a restart");
+                return;
+            }
+        };
+        let (notice, _) = self.ends.notice(JOURNAL_NAME, JOURNAL_INDEX);
+        self.journal.set(journal.with_end_notice(notice).start());
+        warn!("queue-state journal's actor ended; restarted it from the journal");
+        self.journal.do_send(RetainQueueStates {
+            queues: self.queues.keys().cloned().collect(),
+        });
+        for q in self.queues.values() {
+            q.addr.do_send(RejournalState);
+        }
+    }
+
+    /// A queue's actor ended. The current actor of a queue still defined is restarted from the
+    /// queue's journal (at once, or after a growing delay when it keeps ending soon after it
+    /// starts); an actor of a deleted queue, or one that ended in the shutdown, is not.
+    fn queue_ended(&mut self, ended: ActorEnded, ctx: &mut Context<Self>) {
+        let current = self
+            .queues
+            .get(&ended.name)
+            .is_some_and(|q| q.incarnation == ended.incarnation);
+        if !current || self.stopping {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let restarts = self
+            .restarts
+            .entry(ended.name.clone())
+            .or_insert_with(|| Restarts {
+                backoff: Backoff::new(
+                    std::time::Duration::from_millis(10),
+                    std::time::Duration::from_secs(5),
+                ),
+                last: now,
+            });
+        if now.duration_since(restarts.last) >= STABLE_RUN {
+            restarts.backoff.reset();
+        }
+        // The first restart is at once; one that follows soon after waits.
+        let first = restarts.backoff.attempts() == 0;
+        let delay = restarts.backoff.next_delay();
+        let delay = if first {
+            std::time::Duration::ZERO
+        } else {
+            delay
+        };
+        warn!(queue = %ended.name, ?delay, "queue actor ended; restarting it from its journal");
+        let name = ended.name;
+        ctx.run_later(delay, move |act, ctx| {
+            if act.stopping {
+                return;
+            }
+            let Some(def) = act
+                .queues
+                .get(&name)
+                .filter(|q| q.incarnation == ended.incarnation)
+                .map(|q| q.def.clone())
+            else {
+                return;
+            };
+            let entry = act.start_queue(def, ctx.address().recipient(), true);
+            if let Some(r) = act.restarts.get_mut(&name) {
+                r.last = std::time::Instant::now();
+            }
+            act.queues.insert(name, entry);
+            act.publish();
+        });
     }
 
     /// Publishes the routing table front ends read.
@@ -366,6 +505,7 @@ impl QueueRegistry {
 
     fn remove_queue(&mut self, name: &str) -> Option<QueueEntry> {
         let q = self.queues.remove(name)?;
+        self.restarts.remove(name);
         self.bindings.retain(|b| b.queue != name);
         if q.def.durable {
             if let Err(e) = self.meta.delete_definition(QUEUE, name) {
@@ -398,12 +538,13 @@ impl Handler<crate::supervision::StopActor> for QueueRegistry {
     /// The shutdown's step for queues: stops every queue actor (each has journaled every
     /// change it made by then), then fsyncs and stops the queue-state journal.
     fn handle(&mut self, _: crate::supervision::StopActor, _: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
         let stops: Vec<_> = self
             .queues
             .values()
             .map(|q| q.addr.send(StopQueue))
             .collect();
-        crate::supervision::stop_all_then_journal(stops, self.journal.clone())
+        crate::supervision::stop_all_then_journal(stops, self.journal.get())
     }
 }
 
@@ -444,6 +585,23 @@ fn inequivalent(
 
 impl Actor for QueueRegistry {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.ends.attach(ctx);
+    }
+}
+
+impl StreamHandler<ActorEnded> for QueueRegistry {
+    fn handle(&mut self, ended: ActorEnded, ctx: &mut Context<Self>) {
+        if ended.index == JOURNAL_INDEX {
+            self.journal_ended();
+        } else {
+            self.queue_ended(ended, ctx);
+        }
+    }
+
+    /// The registry keeps a sender, so the stream never ends while it runs; nothing to do.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 /// A declared (or found) queue.
@@ -591,9 +749,10 @@ impl Handler<DeclareQueue> for QueueRegistry {
                         if def.durable {
                             act.meta.put_definition(QUEUE, &name, &json(&def))?;
                         }
-                        let addr = act.start_queue(&def, ctx.address().recipient());
                         info!(queue = %name, topic = %def.topic, durable = def.durable, "queue declared");
-                        act.queues.insert(name.clone(), QueueEntry { def, addr: addr.clone() });
+                        let entry = act.start_queue(def, ctx.address().recipient(), false);
+                        let addr = entry.addr.clone();
+                        act.queues.insert(name.clone(), entry);
                         act.publish();
                         Ok(DeclaredQueue {
                             name,

@@ -2,16 +2,14 @@
 //! state in `__share_group_state`). Queue actors send each change here as it happens; a
 //! restarted queue loads its state back.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use spool_store::MetaStore;
 
 use super::delivery::{Change, DeliveryState, Durable};
-use crate::journal::{Journal, JournalState};
+use crate::journal::{Journal, JournalPlace, JournalState};
+use crate::supervision::EndNotice;
 use crate::BrokerError;
 
 /// Where the journal lives under the data directory.
@@ -91,18 +89,24 @@ impl JournalState for QueueStates {
 /// The only writer of the queue-state journal.
 pub struct QueueStateJournal {
     journal: Journal<QueueStates>,
+    /// Tells the queue registry when this actor ends (declared last: dropped after the
+    /// journal, so a restart opens it after this one closed it).
+    end_notice: Option<EndNotice>,
 }
 
 impl QueueStateJournal {
-    /// Opens (recovering) the journal under `data_dir`.
-    pub fn open(
-        data_dir: &Path,
-        meta: Arc<MetaStore>,
-        flush_ms: Option<u64>,
-    ) -> Result<QueueStateJournal, BrokerError> {
+    /// Opens (recovering) the journal at `place`.
+    pub fn open(place: &JournalPlace) -> Result<QueueStateJournal, BrokerError> {
         Ok(QueueStateJournal {
-            journal: Journal::open(data_dir, STATE_JOURNAL_DIR, meta, flush_ms)?,
+            journal: place.open(STATE_JOURNAL_DIR)?,
+            end_notice: None,
         })
+    }
+
+    /// Reports this actor's end to its supervisor, however it ends.
+    pub fn with_end_notice(mut self, notice: EndNotice) -> QueueStateJournal {
+        self.end_notice = Some(notice);
+        self
     }
 }
 
@@ -172,6 +176,64 @@ impl Handler<LoadQueueState> for QueueStateJournal {
                 .cloned()
                 .unwrap_or_default(),
         )
+    }
+}
+
+/// Records the whole durable state of one partition of a queue: what a queue actor sends when
+/// the journal it wrote to before ended (the changes in that journal's mailbox were lost).
+#[derive(Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct RecordQueueSnapshot {
+    pub queue: String,
+    pub partition: i32,
+    pub state: Durable,
+}
+
+impl Handler<RecordQueueSnapshot> for QueueStateJournal {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: RecordQueueSnapshot, _: &mut Context<Self>) -> Self::Result {
+        self.journal.record(QueueFrame::Snapshot {
+            queue: msg.queue,
+            partition: msg.partition,
+            state: msg.state,
+        })
+    }
+}
+
+/// Forgets the state of every queue not named (deletions the journal's previous actor never
+/// wrote).
+#[derive(Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct RetainQueueStates {
+    pub queues: HashSet<String>,
+}
+
+impl Handler<RetainQueueStates> for QueueStateJournal {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: RetainQueueStates, _: &mut Context<Self>) -> Self::Result {
+        let gone: Vec<String> = self
+            .journal
+            .state()
+            .0
+            .keys()
+            .filter(|q| !msg.queues.contains(*q))
+            .cloned()
+            .collect();
+        for queue in gone {
+            self.journal.record(QueueFrame::Deleted { queue })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(debug_assertions)]
+impl Handler<crate::faults::InjectPanic> for QueueStateJournal {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::faults::InjectPanic, _: &mut Context<Self>) {
+        msg.strike(format_args!("the queue-state journal"));
     }
 }
 

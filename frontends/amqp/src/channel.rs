@@ -4,7 +4,6 @@
 
 use spool_metrics::live;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use actix::Addr;
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
@@ -15,7 +14,7 @@ use spool_actors::offsets_journal::now_ms;
 use spool_actors::partition::{queue_append, PartitionActor};
 use spool_actors::queues::delivery::ConsumerId;
 use spool_actors::queues::queue::{
-    AddConsumer, AdmitPublish, ConsumerEvent, CountMessages, Delivery, Outcome, PurgeReady,
+    AdmitPublish, ClaimDeliveries, ConsumerEvent, CountMessages, Delivery, Outcome, PurgeReady,
     QueueActor, RecordId, RefusePublish, ReleaseAll, RemoveConsumer, SettleDeliveries, TakeOne,
 };
 use spool_actors::queues::record::{self, QueueRecord};
@@ -27,7 +26,8 @@ use spool_actors::queues::routing::RouteError;
 use spool_actors::BrokerError;
 
 use crate::connection::{
-    next_consumer_id, truncate, Connection, ConsumerRef, Event, QueueHandle, DIRECT_REPLY_TO,
+    next_consumer_id, truncate, Connection, ConsumeParams, ConsumerRef, Event, QueueHandle,
+    QueueRef, DIRECT_REPLY_TO,
 };
 use crate::message::{expiration_ms, from_record, table_to_args, to_record};
 use crate::reply::{self, AmqpError};
@@ -125,7 +125,7 @@ pub struct Channel {
     /// Consumers by tag.
     consumers: HashMap<String, ConsumerId>,
     /// The channel's pseudo-consumer for basic.get, per queue it got from.
-    getters: HashMap<String, (ConsumerId, Addr<QueueActor>)>,
+    getters: HashMap<String, (ConsumerId, QueueHandle)>,
     /// The name replies to this channel's requests go to (direct reply-to), once it consumes
     /// from `amq.rabbitmq.reply-to`.
     reply_name: Option<String>,
@@ -139,11 +139,40 @@ impl Channel {
                 consumer: u.consumer,
                 records: vec![u.id],
                 outcome: Outcome::Requeue,
+                receipt: None,
             });
         }
         for (id, q) in self.getters.values() {
             q.do_send(ReleaseAll { consumer: *id });
         }
+    }
+
+    /// The queue handles this channel's deliveries and gets hold.
+    pub fn handles(&self) -> impl Iterator<Item = &QueueHandle> {
+        let unacked = self.unacked.values().map(|u| &u.queue);
+        unacked.chain(self.getters.values().map(|(_, q)| q))
+    }
+
+    /// Points what this channel holds of the queue actor `old` at `new` (the queue's actor was
+    /// restarted); answers the unsettled deliveries moved, by consumer.
+    pub fn move_handles(
+        &mut self,
+        old: &QueueHandle,
+        new: &QueueHandle,
+    ) -> Vec<(ConsumerId, RecordId)> {
+        let mut moved = Vec::new();
+        for u in self.unacked.values_mut() {
+            if u.queue.addr == old.addr {
+                u.queue = new.clone();
+                moved.push((u.consumer, u.id));
+            }
+        }
+        for (_, q) in self.getters.values_mut() {
+            if q.addr == old.addr {
+                *q = new.clone();
+            }
+        }
+        moved
     }
 }
 
@@ -665,19 +694,17 @@ impl Connection {
             ));
         }
         let consumer = next_consumer_id();
-        let prefetch = self.ch(id).prefetch as u32;
+        let params = ConsumeParams {
+            prefetch: self.ch(id).prefetch as u32,
+            auto_ack: c.no_ack,
+            exclusive: c.exclusive,
+            priority: table_to_args(&c.arguments)
+                .get("x-priority")
+                .and_then(serde_json::Value::as_i64)
+                .map_or(0, |p| p.clamp(i32::MIN as i64, i32::MAX as i64) as i32),
+        };
         queue
-            .send(AddConsumer {
-                consumer,
-                prefetch,
-                auto_ack: c.no_ack,
-                exclusive: c.exclusive,
-                priority: table_to_args(&c.arguments)
-                    .get("x-priority")
-                    .and_then(serde_json::Value::as_i64)
-                    .map_or(0, |p| p.clamp(i32::MIN as i64, i32::MAX as i64) as i32),
-                sink: self.deliveries.clone(),
-            })
+            .send(params.attach(consumer, self.deliveries.clone()))
             .await
             .map_err(|_| AmqpError::channel(reply::NOT_FOUND, "the queue is gone"))??;
         self.ch(id).consumers.insert(tag.clone(), consumer);
@@ -686,9 +713,12 @@ impl Connection {
             ConsumerRef {
                 channel: id,
                 tag: tag.as_str().into(),
-                queue: Arc::new(queue.clone()),
+                queue: QueueRef::handle(c.queue.as_str(), queue),
                 no_ack: c.no_ack,
                 cancelled: false,
+                params,
+                noticed: false,
+                draining: false,
             },
         );
         // consume-ok goes out before any delivery: deliveries wait in the connection's channel
@@ -766,11 +796,12 @@ impl Connection {
     async fn get(&mut self, id: u16, g: basic::Get) -> Result<(), AmqpError> {
         let name = g.queue.to_string();
         let queue = self.find_queue(&name).await?;
+        let handle = QueueRef::handle(&name, queue.clone());
         let consumer = self
             .ch(id)
             .getters
             .entry(name)
-            .or_insert_with(|| (next_consumer_id(), queue.clone()))
+            .or_insert_with(|| (next_consumer_id(), handle.clone()))
             .0;
         let taken = queue
             .send(TakeOne {
@@ -788,7 +819,7 @@ impl Connection {
             return Ok(());
         };
         let remaining = queue.send(CountMessages).await.unwrap_or_default().ready;
-        let tag = self.track(id, consumer, d.id, Arc::new(queue.clone()), g.no_ack);
+        let tag = self.track(id, consumer, d.id, handle, g.no_ack);
         let out = from_record(&d.record);
         self.content(
             id,
@@ -834,6 +865,7 @@ impl Connection {
     pub fn consumer_event(&mut self, ev: ConsumerEvent) {
         match ev {
             ConsumerEvent::Deliver(d) => self.deliver(d),
+            ConsumerEvent::QueueLost(consumer) => self.consumer_lost(consumer),
             ConsumerEvent::Cancelled(consumer) => {
                 // The queue was deleted: tell the client (consumer_cancel_notify).
                 let Some(c) = self.consumers.get_mut(&consumer) else {
@@ -892,9 +924,17 @@ impl Connection {
                     consumer: d.consumer,
                     records: vec![d.id],
                     outcome: Outcome::Requeue,
+                    receipt: None,
                 });
             }
             return;
+        }
+        if c.draining && !no_ack {
+            // From the queue's ended actor, after the consumer moved to the next one.
+            queue.do_send(ClaimDeliveries {
+                consumer: d.consumer,
+                records: vec![d.id],
+            });
         }
         let delivery_tag = self.track(channel, d.consumer, d.id, queue, no_ack);
         let out = from_record(&d.record);
@@ -953,11 +993,7 @@ impl Connection {
     /// channel's release), and at the end of every read.
     pub fn flush_settles(&mut self) {
         for ((consumer, outcome), (queue, records)) in self.settles.drain() {
-            queue.do_send(SettleDeliveries {
-                consumer,
-                records,
-                outcome,
-            });
+            crate::reattach::send_settle(&mut self.settling, queue, consumer, records, outcome);
         }
     }
 
@@ -1236,6 +1272,11 @@ impl Connection {
     pub fn event(&mut self, ev: Event) {
         match ev {
             Event::Confirmed { channel, seq, ok } => self.confirm(channel, seq, ok),
+            Event::QueueBack { name, addr } => self.queue_back(name, addr),
+            Event::ReattachRefused { consumer } => {
+                self.consumer_event(ConsumerEvent::Cancelled(consumer))
+            }
+            Event::ReattachFailed { queue } => self.reattach_failed(queue),
         }
     }
 }

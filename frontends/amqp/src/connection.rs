@@ -15,8 +15,11 @@ use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{connection, AMQPClass, BasicProperties};
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 pub use spool_actors::queues::delivery::{next_consumer_id, ConsumerId};
-use spool_actors::queues::queue::{ConsumerEvent, QueueActor, ReleaseAll, RemoveConsumer};
+use spool_actors::queues::queue::{
+    AddConsumer, ConsumerEvent, QueueActor, ReleaseAll, RemoveConsumer,
+};
 use spool_actors::queues::registry::ConnectionClosed;
 use spool_actors::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,6 +43,17 @@ const DELIVERY_BUFFER: usize = 4096;
 pub enum Event {
     /// A publish in confirm mode was appended (or failed) on every queue it reached.
     Confirmed { channel: u16, seq: u64, ok: bool },
+    /// The queue `name`, whose actor ended, has a new one (`None`: the queue was deleted
+    /// meanwhile). See `crate::reattach`.
+    QueueBack {
+        name: String,
+        addr: Option<actix::Addr<QueueActor>>,
+    },
+    /// A consumer could not attach to its queue's new actor (another connection's exclusive
+    /// consumer got there first): it is cancelled.
+    ReattachRefused { consumer: ConsumerId },
+    /// The actor a consumer was attaching to ended before it took the consumer.
+    ReattachFailed { queue: QueueHandle },
 }
 
 /// The pseudo-queue of RabbitMQ's direct reply-to: consumers of it get replies published to
@@ -53,7 +67,56 @@ pub type DirectReplies =
 /// A queue's address as this connection's consumers and unsettled deliveries hold it:
 /// cloning an actix `Addr` allocates (a new sender's task and park flag), and a delivery
 /// would clone it twice.
-pub type QueueHandle = Arc<actix::Addr<QueueActor>>;
+pub type QueueHandle = Arc<QueueRef>;
+
+/// A queue's name and the actor serving it when the handle was made: when that actor ends,
+/// the name finds the next one (see `crate::reattach`).
+#[derive(Debug)]
+pub struct QueueRef {
+    pub name: String,
+    pub addr: actix::Addr<QueueActor>,
+}
+
+impl QueueRef {
+    /// A handle on queue `name`'s actor `addr`.
+    pub fn handle(name: &str, addr: actix::Addr<QueueActor>) -> QueueHandle {
+        Arc::new(QueueRef {
+            name: name.to_string(),
+            addr,
+        })
+    }
+}
+
+impl std::ops::Deref for QueueRef {
+    type Target = actix::Addr<QueueActor>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.addr
+    }
+}
+
+/// What a consume asked for, so that the consumer can attach again to a restarted queue.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumeParams {
+    pub prefetch: u32,
+    pub auto_ack: bool,
+    pub exclusive: bool,
+    pub priority: i32,
+}
+
+impl ConsumeParams {
+    /// The queue message that attaches `consumer` with these parameters.
+    pub fn attach(&self, consumer: ConsumerId, sink: mpsc::Sender<ConsumerEvent>) -> AddConsumer {
+        AddConsumer {
+            consumer,
+            prefetch: self.prefetch,
+            auto_ack: self.auto_ack,
+            exclusive: self.exclusive,
+            priority: self.priority,
+            sink,
+        }
+    }
+}
 
 /// A consumer of this connection: where its deliveries go.
 pub struct ConsumerRef {
@@ -64,6 +127,13 @@ pub struct ConsumerRef {
     pub no_ack: bool,
     /// Cancelled: deliveries still arriving for it go back to the queue.
     pub cancelled: bool,
+    pub params: ConsumeParams,
+    /// Its queue's actor ended and its notice ([`ConsumerEvent::QueueLost`]) arrived before the
+    /// consumer was attached to the next actor.
+    pub noticed: bool,
+    /// Attached to its queue's next actor before the ended actor's notice arrived: deliveries
+    /// arriving until it does came from the ended actor, and are claimed from the new one.
+    pub draining: bool,
 }
 
 /// State shared by the connection and its channels.
@@ -96,6 +166,11 @@ pub struct Connection {
     pub confirming: Vec<u16>,
     /// Settlements waiting to be sent together (see `Connection::flush_settles`).
     pub settles: crate::channel::StagedSettles,
+    /// Settlements sent and not yet handled by their queue: one that its queue's actor never
+    /// handled (it ended) comes back, to be sent to the next actor.
+    pub settling: crate::reattach::Settling,
+    /// Queues whose actor ended, while this connection finds the next one.
+    pub reattaching: crate::reattach::Reattaching,
 }
 
 impl Connection {
@@ -167,6 +242,8 @@ pub async fn serve(
         flushes: 0,
         confirming: Vec::new(),
         settles: Default::default(),
+        settling: Default::default(),
+        reattaching: Default::default(),
     };
     let mut io = Io {
         stream,
@@ -534,6 +611,12 @@ async fn run(
                 conn.consumer_event(ev);
                 while let Ok(ev) = deliveries.try_recv() {
                     conn.consumer_event(ev);
+                }
+                Ok(())
+            },
+            Some(lost) = conn.settling.next(), if !conn.settling.is_empty() => {
+                if let Some(lost) = lost {
+                    conn.settle_lost(lost);
                 }
                 Ok(())
             },

@@ -10,6 +10,7 @@ pub mod confirms;
 pub mod connection;
 pub mod message;
 mod method_name;
+pub mod reattach;
 pub mod reply;
 
 use std::path::PathBuf;

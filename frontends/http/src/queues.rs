@@ -19,8 +19,8 @@ use serde_json::{json, Map, Value};
 use spool_actors::partition::{queue_append, AwaitRecords};
 use spool_actors::queues::delivery::{next_consumer_id, ConsumerId};
 use spool_actors::queues::queue::{
-    AdmitPublish, CountMessages, LeaseRecords, Outcome, QueueActor, QueueCounts, RecordId,
-    RefusePublish, SettleDeliveries,
+    AdmitPublish, ClaimDeliveries, CountMessages, LeaseRecords, Outcome, QueueActor, QueueCounts,
+    RecordId, RefusePublish, SettleDeliveries,
 };
 use spool_actors::queues::record::{self, QueueRecord, EXCHANGE_HEADER};
 use spool_actors::queues::registry::{DeclareQueue, DeleteQueue, FindQueue};
@@ -205,10 +205,11 @@ pub async fn receive(
     queue: web::Path<String>,
     q: web::Query<ReceiveQuery>,
 ) -> HttpResponse {
-    let addr = match find(&broker, &queue).await {
+    let mut addr = match find(&broker, &queue).await {
         Ok(a) => a,
         Err(r) => return r,
     };
+    let mut restarting = spool_actors::supervision::Backoff::default();
     let max = q.max.unwrap_or(1).clamp(1, 1000);
     let lease = Duration::from_millis(
         q.visibility_ms
@@ -224,14 +225,29 @@ pub async fn receive(
         .get(queue.as_str())
         .map(|t| t.topic.clone());
     loop {
-        let got = addr
+        let leased = addr
             .send(LeaseRecords {
                 consumer,
                 max,
                 lease,
             })
-            .await
-            .unwrap_or_default();
+            .await;
+        let Ok(got) = leased else {
+            // The queue's actor ended: wait for its restart and ask the new one, within the
+            // request's wait; past it the client is told to try again.
+            if Instant::now() >= deadline {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("queue '{queue}' is restarting; try again"),
+                );
+            }
+            actix_web::rt::time::sleep(restarting.next_delay()).await;
+            addr = match find(&broker, &queue).await {
+                Ok(a) => a,
+                Err(r) => return r,
+            };
+            continue;
+        };
         let now = Instant::now();
         if !got.is_empty() || now >= deadline {
             let messages: Vec<Value> =
@@ -328,14 +344,26 @@ async fn settle(broker: &Broker, queue: &str, body: SettleBody, outcome: Outcome
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     for (consumer, records) in by_consumer {
+        // Leases taken from an actor that has since been restarted are claimed back first
+        // (a no-op otherwise), so that their settlement counts.
+        addr.do_send(ClaimDeliveries {
+            consumer,
+            records: records.clone(),
+        });
         addr.do_send(SettleDeliveries {
             consumer,
             records,
             outcome,
+            receipt: None,
         });
     }
     // A count after the settlements: its answer means they are written.
-    let _ = addr.send(CountMessages).await;
+    if addr.send(CountMessages).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("queue '{queue}' is restarting; try again"),
+        );
+    }
     HttpResponse::Ok().json(json!({"settled": body.receipts.len()}))
 }
 
