@@ -128,17 +128,29 @@ impl FetchSessionCache {
         }
     }
 
+    /// The cache, locked. A connection task that panicked while holding it may have left a
+    /// session half-updated: then every session is dropped (their clients get
+    /// FETCH_SESSION_ID_NOT_FOUND and start over with a full fetch) and the cache serves on.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| {
+            let mut inner = poisoned.into_inner();
+            inner.sessions.clear();
+            self.inner.clear_poison();
+            inner
+        })
+    }
+
     /// Number of open sessions.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap().sessions.len()
+        self.lock().sessions.len()
     }
 
     /// Works out what `req` reads, opening, advancing or closing its session. Errors are the
     /// top-level error code of the response (FETCH_SESSION_ID_NOT_FOUND,
     /// INVALID_FETCH_SESSION_EPOCH).
     pub fn begin(&self, req: &FetchRequest) -> Result<FetchPlan, i16> {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.lock();
         let now = Instant::now();
         let requested = requested_partitions(req);
         if req.session_epoch == 0 || req.session_epoch == FINAL_EPOCH {
@@ -200,7 +212,7 @@ impl FetchSessionCache {
             Mode::Full { id } | Mode::Incremental { id } => id,
         };
         let full = matches!(plan.mode, Mode::Full { .. });
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.lock();
         let Some(session) = inner.sessions.get_mut(&id) else {
             // Closed meanwhile: answer as a full response would.
             return vec![true; answers.len()];
@@ -394,6 +406,31 @@ mod tests {
             cache.finish(&plan, &[answer(3, false), answer(5, false)]),
             [true, false]
         );
+    }
+
+    #[test]
+    fn a_panic_while_the_cache_is_locked_drops_the_sessions_not_the_cache() {
+        let cache = std::sync::Arc::new(FetchSessionCache::new(10));
+        let plan = cache.begin(&request(0, 0, &[(0, 0)])).unwrap();
+        let Mode::Full { id } = plan.mode else {
+            panic!("no session opened")
+        };
+        let held = cache.clone();
+        let crashed = std::thread::spawn(move || {
+            let _guard = held.lock();
+            panic!("a connection task fails while it holds the cache");
+        })
+        .join();
+        assert!(crashed.is_err());
+        // The session is gone: its client is told so and starts over; new sessions open.
+        assert_eq!(
+            cache.begin(&request(id, 1, &[(0, 0)])).err(),
+            Some(ResponseError::FetchSessionIdNotFound.code())
+        );
+        assert!(matches!(
+            cache.begin(&request(0, 0, &[(0, 0)])).unwrap().mode,
+            Mode::Full { .. }
+        ));
     }
 
     #[test]
