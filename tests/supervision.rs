@@ -248,7 +248,8 @@ async fn crashed_partitions_and_coordinators_are_invisible_to_clients() {
     });
 
     // AMQP: a publisher that republishes what is nacked, a worker with manual acks.
-    let published = confirmed_publisher(connect(&spool).await, "tasks", "task-", 2000);
+    // Bodies are numbers, so that the HTTP receiver reads them as the worker does.
+    let published = confirmed_publisher(connect(&spool).await, "tasks", "", 2000);
     let work_conn = connect(&spool).await;
     let acked_tasks = Arc::new(Mutex::new(HashSet::<String>::new()));
     let redelivered_acked = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -260,6 +261,15 @@ async fn crashed_partitions_and_coordinators_are_invisible_to_clients() {
         redelivered_acked.clone(),
     )
     .await;
+    // HTTP: a long-poll receiver on the same queue.
+    let http_stop = Arc::new(AtomicBool::new(false));
+    let receiver = http_receiver(
+        &spool,
+        "tasks",
+        http_stop.clone(),
+        acked_tasks.clone(),
+        redelivered_acked.clone(),
+    );
 
     // The faults, while all of that runs.
     for round in 0..5 {
@@ -307,6 +317,8 @@ async fn crashed_partitions_and_coordinators_are_invisible_to_clients() {
         "acknowledged messages delivered again: {:?}",
         redelivered_acked.lock().unwrap()
     );
+    http_stop.store(true, Ordering::SeqCst);
+    receiver.join().unwrap();
 
     // Idle clients stay connected; one more crash, then the broker must go quiet.
     spool.crash(r#"{"actor": "partition", "topic": "tasks", "partition": 0}"#);
