@@ -1,11 +1,16 @@
 //! Spool's cluster metadata: a Raft quorum (openraft 0.9) over one replicated metadata state
 //! machine, as Kafka's KRaft keeps its metadata. `metadata` is the state machine (plain, no
-//! I/O), `store` keeps the Raft log, vote and snapshots in redb.
+//! I/O), `store` keeps the Raft log, vote and snapshots in redb, `frame` and `network` are the
+//! inter-node link, `quorum` is one node's member of the quorum.
 
+pub mod frame;
 pub mod metadata;
+pub mod network;
+pub mod quorum;
 pub mod store;
 
 pub use metadata::{Command, Metadata, NodeId, Outcome};
+pub use quorum::{Quorum, QuorumConfig};
 
 use std::io::Cursor;
 

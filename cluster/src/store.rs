@@ -6,6 +6,9 @@
 //! lives in memory; it is rebuilt at start from the last snapshot (kept in the same file) and
 //! the committed entries after it, which openraft applies again.
 
+// openraft's traits return its `StorageError` (over 200 bytes): the helpers here return it too.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
