@@ -134,6 +134,46 @@ pub struct ServeArgs {
     /// suppressed [default: 10].
     #[arg(long, env = "SPOOL_LOG_RATE_LIMIT")]
     pub log_rate_limit: Option<u32>,
+    /// The voters of the cluster's metadata quorum, `id@host:port` of their inter-node
+    /// listeners, comma-separated (1, 3 or 5 of them) [default: this node alone, a one-node
+    /// cluster].
+    #[arg(long, env = "SPOOL_CONTROLLER_VOTERS")]
+    pub controller_voters: Option<String>,
+    /// Where the inter-node listener binds, in a cluster of more than one node
+    /// [default: 0.0.0.0:9093].
+    #[arg(long, env = "SPOOL_CLUSTER_ADDR")]
+    pub cluster_addr: Option<SocketAddr>,
+    /// How often a node tells the controller it is alive [default: 2000].
+    #[arg(long, env = "SPOOL_NODE_HEARTBEAT_MS")]
+    pub node_heartbeat_ms: Option<u64>,
+    /// How long the controller waits without a node's heartbeat before it fences the node
+    /// [default: 9000].
+    #[arg(long, env = "SPOOL_NODE_SESSION_TIMEOUT_MS")]
+    pub node_session_timeout_ms: Option<u64>,
+}
+
+/// Parses `--controller-voters`: `id@host:port,...`.
+pub fn parse_voters(text: &str) -> anyhow::Result<Vec<(u64, String)>> {
+    let mut voters = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('@')
+            .with_context(|| format!("voter '{item}' is not id@host:port"))?;
+        let id: u64 = id
+            .parse()
+            .with_context(|| format!("voter '{item}': '{id}' is not a node id"))?;
+        if !addr.contains(':') {
+            anyhow::bail!("voter '{item}': '{addr}' is not host:port");
+        }
+        if voters.iter().any(|(v, _)| *v == id) {
+            anyhow::bail!("node {id} is listed twice in --controller-voters");
+        }
+        voters.push((id, addr.to_string()));
+    }
+    if voters.is_empty() {
+        anyhow::bail!("--controller-voters lists no voter");
+    }
+    Ok(voters)
 }
 
 macro_rules! fill {
@@ -187,7 +227,11 @@ impl ServeArgs {
             group_consumer_heartbeat_interval_ms,
             partition_threads,
             shutdown_timeout_ms,
-            log_rate_limit
+            log_rate_limit,
+            controller_voters,
+            cluster_addr,
+            node_heartbeat_ms,
+            node_session_timeout_ms
         );
         Ok(*self)
     }
@@ -196,6 +240,15 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn voters_parse_and_bad_ones_say_why() {
+        let v = parse_voters("1@a:9093, 2@b:9093,3@c:9093").unwrap();
+        assert_eq!(v[1], (2, "b:9093".to_string()));
+        for bad in ["", "1a:9093", "x@a:1", "1@a", "1@a:1,1@b:2"] {
+            assert!(parse_voters(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn file_fills_only_what_flags_left_unset() {

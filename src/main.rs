@@ -5,6 +5,7 @@ mod bench_amqp;
 mod bench_http;
 mod bench_rebalance;
 mod bench_wire;
+mod cluster_cli;
 mod config;
 mod groups_cli;
 mod log_limit;
@@ -15,10 +16,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use spool_actors::cluster_member;
 use spool_actors::consumer_group::ConsumerProtocolTimers;
 use spool_actors::group::GroupConfig;
 use spool_actors::{Broker, BrokerConfig};
 use spool_amqp::AmqpConfig;
+use spool_cluster::metadata::NodeRecord;
+use spool_cluster::{Quorum, QuorumConfig};
 use spool_kafka::KafkaConfig;
 use spool_store::LogConfig;
 use tracing::info;
@@ -47,6 +51,8 @@ enum Command {
     Bench(Box<bench::BenchArgs>),
     /// List, describe (with lag) and reset the offsets of consumer groups on a running broker.
     Groups(groups_cli::GroupsArgs),
+    /// The cluster a running node belongs to: `status` lists its nodes and the controller.
+    Cluster(cluster_cli::ClusterArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args.with_file()?),
         Command::Bench(args) => bench::run(*args),
         Command::Groups(args) => groups_cli::run(args),
+        Command::Cluster(args) => cluster_cli::run(args),
     }
 }
 
@@ -61,8 +68,14 @@ fn init_logging(level: &str, per_second: u32) {
     use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let asked = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&asked)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // openraft narrates every election and tick at info; its warnings are what operators need
+    // (unless they ask for more by name).
+    if !asked.contains("openraft") {
+        filter = filter.add_directive("openraft=warn".parse().expect("a directive"));
+    }
     tracing_subscriber::registry()
         .with(filter)
         .with(log_limit::RateLimitLayer::new(per_second))
@@ -181,17 +194,49 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     amqp_config.data_dir = broker_config.data_dir.clone();
     info!(node_id = broker_config.node_id, data_dir = %broker_config.data_dir.display(), "starting spool");
+    let node_id = u64::try_from(broker_config.node_id).context("--node-id must not be negative")?;
+    let quorum_config = quorum_config(
+        &args.controller_voters,
+        args.cluster_addr,
+        node_id,
+        &broker_config.data_dir,
+    )?;
+    let node_record = NodeRecord {
+        id: node_id,
+        host: broker_config.advertised_host.clone(),
+        kafka_port: broker_config.advertised_port,
+        amqp_port: amqp_listener.local_addr()?.port(),
+        http_port: http_listener.local_addr()?.port(),
+        cluster_addr: quorum_config
+            .voters
+            .iter()
+            .find(|(id, _)| *id == node_id)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default(),
+        incarnation: 0,
+        fenced: false,
+    };
+    std::fs::create_dir_all(&broker_config.data_dir)
+        .with_context(|| format!("creating {}", broker_config.data_dir.display()))?;
+    // The metadata quorum's tasks run on the network runtime; the actors reach it from theirs.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let quorum = runtime
+        .block_on(Quorum::start(quorum_config))
+        .context("starting the metadata quorum")?;
 
     // Actors run in an actix System on their own thread; the network on a tokio runtime.
     // Front ends get most of the shutdown's time to finish what they read; the core the rest.
     let drain = shutdown_timeout.mul_f64(0.6);
     let (tx, rx) = std::sync::mpsc::channel();
+    let cluster = quorum.clone();
     let actors = std::thread::Builder::new()
         .name("spool-actors".into())
         .spawn(move || {
             let system = actix_rt::System::new();
             system.block_on(async {
-                let started = Broker::start(broker_config).map(|broker| {
+                let started = Broker::start(broker_config, cluster).map(|broker| {
                     // The HTTP server runs on the actor system's runtime (actix-web's own).
                     let http = match spool_http::server(
                         http_listener,
@@ -217,10 +262,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = system.run();
         })?;
     let (broker, http, system) = rx.recv().context("the actor system did not start")??;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(async {
+        // Registers this node with the cluster (bootstrapping a new one with this node's id).
+        let cluster_id = broker.catalog.snapshot().cluster_id.clone();
+        let joining = quorum.clone();
+        tokio::spawn(async move {
+            cluster_member::join(&joining, &cluster_id, node_record.clone()).await;
+            cluster_member::keep_membership(joining, node_record).await;
+        });
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let amqp_listener = tokio::net::TcpListener::from_std(amqp_listener)?;
         info!(addr = %bound, "recovery done; serving");
@@ -240,6 +289,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ = broker.shutdown.wait() => {}
         }
         shutdown(&broker, kafka, amqp, http, shutdown_timeout).await;
+        quorum.shutdown().await;
         anyhow::Ok(())
     })?;
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -247,6 +297,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = actors.join();
     info!("stopped");
     Ok(())
+}
+
+/// The metadata quorum this node joins: with no `--controller-voters`, a one-node cluster of
+/// which this node is the only voter (and which needs no inter-node listener).
+fn quorum_config(
+    voters: &Option<String>,
+    cluster_addr: Option<SocketAddr>,
+    node_id: u64,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<QuorumConfig> {
+    let mut config = cluster_member::single_node(node_id, data_dir);
+    let Some(voters) = voters else {
+        return Ok(config);
+    };
+    let voters = config::parse_voters(voters)?;
+    if !voters.iter().any(|(id, _)| *id == node_id) {
+        bail!(
+            "node {node_id} is not among --controller-voters; every node of a cluster is a voter for now (observers are not supported yet)"
+        );
+    }
+    config.voters = voters;
+    config.listen = Some(cluster_addr.unwrap_or_else(|| "0.0.0.0:9093".parse().unwrap()));
+    Ok(config)
 }
 
 /// What the shutdown is doing, for the deadline's report.

@@ -56,6 +56,8 @@ pub struct Broker {
     pub shutdown: ShutdownSignal,
     /// The journals' actors, as their supervisors (the registries) keep them.
     pub journals: Journals,
+    /// This node's member of the cluster's metadata quorum.
+    pub cluster: Arc<spool_cluster::Quorum>,
 }
 
 /// The current actors of the two journals.
@@ -70,7 +72,10 @@ pub struct Journals {
 impl Broker {
     /// Opens the metadata store, recovers every topic's partitions and starts the registry.
     /// Must be called inside a running actix `System`.
-    pub fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+    pub fn start(
+        config: BrokerConfig,
+        cluster: Arc<spool_cluster::Quorum>,
+    ) -> Result<Broker, BrokerError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             BrokerError::Storage(spool_store::StoreError::Io {
                 path: config.data_dir.clone(),
@@ -138,6 +143,7 @@ impl Broker {
             routes,
             shutdown,
             journals,
+            cluster,
         })
     }
 

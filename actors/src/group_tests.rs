@@ -68,7 +68,7 @@ async fn offsets_of_an_empty_group_expire_after_the_retention() {
         offsets_retention_check_interval: Duration::from_millis(50),
         ..GroupConfig::default()
     };
-    let broker = start_broker(dir.path(), short);
+    let broker = start_broker(dir.path(), short).await;
     commit(&broker, "g", 0, 42).await;
     let committed_at = Instant::now();
     assert_eq!(committed(&broker, "g").await, Some(42));
@@ -94,7 +94,7 @@ async fn offsets_within_the_retention_are_kept() {
         offsets_retention_check_interval: Duration::from_millis(20),
         ..GroupConfig::default()
     };
-    let broker = start_broker(dir.path(), config);
+    let broker = start_broker(dir.path(), config).await;
     commit(&broker, "g", 0, 7).await;
     // Several expiry checks run meanwhile.
     actix_rt::time::sleep(Duration::from_millis(200)).await;
@@ -104,7 +104,7 @@ async fn offsets_within_the_retention_are_kept() {
 #[actix_rt::test]
 async fn lag_is_the_distance_from_the_commit_to_the_high_watermark() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path(), GroupConfig::default());
+    let broker = start_broker(dir.path(), GroupConfig::default()).await;
     create_topic(&broker, "t", 2).await;
     append(&broker, "t", 0, 5).await;
     append(&broker, "t", 1, 3).await;

@@ -5,6 +5,7 @@
 pub mod assignor;
 pub mod broker;
 pub mod catalog;
+pub mod cluster_member;
 pub mod consumer_group;
 mod error;
 pub mod faults;

@@ -9,7 +9,7 @@ use crate::test_support::{append, create_topic, start_broker};
 #[actix_rt::test]
 async fn partition_offsets_and_queue_counts_follow_the_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path(), GroupConfig::default());
+    let broker = start_broker(dir.path(), GroupConfig::default()).await;
     create_topic(&broker, "t", 2).await;
     append(&broker, "t", 0, 5).await;
     let declared = broker

@@ -10,7 +10,7 @@ use crate::test_support::{append, create_topic, partition, start_broker, test_ba
 #[actix_rt::test]
 async fn a_panicking_partition_is_restarted_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path(), Default::default());
+    let broker = start_broker(dir.path(), Default::default()).await;
     create_topic(&broker, "t", 2).await;
     let addr = |p: i32| partition(&broker, "t", p);
     for p in 0..2 {

@@ -30,7 +30,7 @@ async fn status(broker: &crate::Broker) -> LogStatus {
 #[actix_rt::test]
 async fn megabytes_unsynced_start_a_sync_long_before_flush_ms() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path(), Default::default());
+    let broker = start_broker(dir.path(), Default::default()).await;
     broker
         .registry
         .send(CreateTopic {

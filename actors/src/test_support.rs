@@ -33,19 +33,25 @@ pub(crate) fn test_batch_of(count: i32, bytes: usize) -> BytesMut {
     BytesMut::from(&b[..])
 }
 
-/// A broker on `dir` with two partition threads.
-pub(crate) fn start_broker(dir: &Path, groups: GroupConfig) -> Broker {
-    Broker::start(BrokerConfig {
-        node_id: 1,
-        data_dir: dir.to_path_buf(),
-        advertised_host: "127.0.0.1".into(),
-        advertised_port: 9092,
-        default_partitions: 1,
-        auto_create_topics: true,
-        log_defaults: LogConfig::default(),
-        partition_threads: 2,
-        groups,
-    })
+/// A broker on `dir` with two partition threads, a one-node cluster.
+pub(crate) async fn start_broker(dir: &Path, groups: GroupConfig) -> Broker {
+    let cluster = crate::cluster_member::single_node_quorum(1, dir)
+        .await
+        .unwrap();
+    Broker::start(
+        BrokerConfig {
+            node_id: 1,
+            data_dir: dir.to_path_buf(),
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            default_partitions: 1,
+            auto_create_topics: true,
+            log_defaults: LogConfig::default(),
+            partition_threads: 2,
+            groups,
+        },
+        cluster,
+    )
     .unwrap()
 }
 

@@ -31,12 +31,16 @@ pub enum Body {
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// A command for the controller, forwarded by a node that is not it.
     Propose(Command),
+    /// A node tells the controller it is alive.
+    Heartbeat,
     VoteReply(Result<VoteResponse<NodeId>, String>),
     AppendReply(Result<AppendEntriesResponse<NodeId>, String>),
     SnapshotReply(Result<InstallSnapshotResponse<NodeId>, String>),
     /// The outcome of a forwarded command; `Err` when it could not be committed (the text says
     /// why, with the leader if known).
     ProposeReply(Result<Outcome, ProposeError>),
+    /// The controller heard the heartbeat (or the receiver is not the controller).
+    HeartbeatReply(Result<(), ProposeError>),
     /// The frame was refused (another cluster, a malformed body).
     Refused(String),
 }

@@ -4,6 +4,7 @@
 //! inter-node link, `quorum` is one node's member of the quorum.
 
 pub mod frame;
+pub mod liveness;
 pub mod metadata;
 pub mod network;
 pub mod quorum;

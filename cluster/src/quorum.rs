@@ -15,6 +15,7 @@ use tokio::sync::{watch, Mutex};
 use tracing::{info, warn};
 
 use crate::frame::{Body, ProposeError};
+use crate::liveness::Liveness;
 use crate::metadata::{Command, NodeId, Outcome};
 use crate::network::{serve, ClusterId, LinkConfig, Network, Peer, Responder};
 use crate::store::{open_database, Applied, LogStore, StateMachineStore};
@@ -26,8 +27,9 @@ pub struct QuorumConfig {
     pub node_id: NodeId,
     /// Where `cluster.redb` lives (the node's data directory).
     pub data_dir: PathBuf,
-    /// The inter-node listener's address.
-    pub listen: SocketAddr,
+    /// The inter-node listener's address (`None`: no listener, for a one-node cluster, which
+    /// no other node talks to).
+    pub listen: Option<SocketAddr>,
     /// The voters and their inter-node addresses (`--controller-voters`); a node not among them
     /// is a learner, added by the controller.
     pub voters: Vec<(NodeId, String)>,
@@ -36,6 +38,26 @@ pub struct QuorumConfig {
     pub heartbeat: Duration,
     /// How long a proposal may wait for the quorum before it is refused as unavailable.
     pub propose_timeout: Duration,
+    /// How often nodes tell the controller they are alive (`--node-heartbeat-ms`).
+    pub node_heartbeat: Duration,
+    /// How long the controller waits without a heartbeat before it fences a node
+    /// (`--node-session-timeout-ms`, Kafka's 9 s).
+    pub session_timeout: Duration,
+}
+
+/// One node's view of the quorum, for status pages and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuorumStatus {
+    pub node_id: NodeId,
+    /// `leader` (the controller), `follower`, `candidate` or `learner`.
+    pub role: String,
+    pub controller: Option<NodeId>,
+    pub term: u64,
+    /// The last entry of this node's log.
+    pub last_log_index: Option<u64>,
+    /// The last entry this node has applied to its metadata.
+    pub last_applied_index: Option<u64>,
+    pub voters: Vec<NodeId>,
 }
 
 /// Why the quorum could not start.
@@ -67,9 +89,11 @@ pub struct Quorum {
     state: StateMachineStore,
     link: LinkConfig,
     config: QuorumConfig,
+    /// Node sessions, kept while this node is the controller.
+    liveness: Arc<std::sync::Mutex<Liveness>>,
     /// Connections to controllers, for forwarded proposals.
     forwards: Mutex<HashMap<NodeId, Peer>>,
-    server: tokio::task::JoinHandle<()>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Answers the link's requests with this node's Raft instance.
@@ -77,10 +101,11 @@ pub struct Quorum {
 struct RaftResponder {
     raft: Raft,
     propose_timeout: Duration,
+    liveness: Arc<std::sync::Mutex<Liveness>>,
 }
 
 impl Responder for RaftResponder {
-    async fn respond(&self, _from: NodeId, body: Body) -> Body {
+    async fn respond(&self, from: NodeId, body: Body) -> Body {
         match body {
             Body::Vote(rpc) => {
                 Body::VoteReply(self.raft.vote(rpc).await.map_err(|e| e.to_string()))
@@ -102,7 +127,64 @@ impl Responder for RaftResponder {
                 let deadline = Instant::now() + self.propose_timeout;
                 Body::ProposeReply(write_local(&self.raft, command, deadline).await)
             }
+            Body::Heartbeat => Body::HeartbeatReply(hear(&self.raft, &self.liveness, from)),
             other => Body::Refused(format!("not a request: {other:?}")),
+        }
+    }
+}
+
+/// Records `node`'s heartbeat, when this node is the controller.
+fn hear(
+    raft: &Raft,
+    liveness: &std::sync::Mutex<Liveness>,
+    node: NodeId,
+) -> Result<(), ProposeError> {
+    let m = raft.metrics().borrow().clone();
+    if m.current_leader != Some(m.id) {
+        return Err(ProposeError::NotController {
+            leader: m.current_leader,
+        });
+    }
+    lock(liveness).heard(node, Instant::now());
+    Ok(())
+}
+
+fn lock(liveness: &std::sync::Mutex<Liveness>) -> std::sync::MutexGuard<'_, Liveness> {
+    liveness.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The controller's watch over node sessions: while this node leads, nodes whose heartbeats
+/// stopped for longer than the session timeout are fenced (once each: a fenced node is not
+/// live, and registering again unfences it).
+async fn fence_silent_nodes(
+    raft: Raft,
+    state: StateMachineStore,
+    liveness: Arc<std::sync::Mutex<Liveness>>,
+    every: Duration,
+    propose_timeout: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let m = raft.metrics().borrow().clone();
+        if m.running_state.is_err() {
+            return;
+        }
+        let leading = m.current_leader == Some(m.id);
+        let now = Instant::now();
+        let expired = {
+            let mut l = lock(&liveness);
+            l.set_leading(leading, now);
+            l.heard(m.id, now);
+            l.expired(&state.subscribe().borrow().metadata, now)
+        };
+        for id in expired {
+            warn!(node = id, "node stopped heartbeating; fencing it");
+            let deadline = Instant::now() + propose_timeout;
+            if let Err(e) = write_local(&raft, Command::FenceNode { id }, deadline).await {
+                warn!(node = id, error = %e, "could not fence the node");
+            }
         }
     }
 }
@@ -166,21 +248,28 @@ impl Quorum {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Listen {
-                    addr: config.listen,
-                    source,
-                })?;
-        let server = tokio::spawn(serve(
-            listener,
-            link.clone(),
-            RaftResponder {
-                raft: raft.clone(),
-                propose_timeout: config.propose_timeout,
-            },
+        let liveness = Arc::new(std::sync::Mutex::new(Liveness::new(config.session_timeout)));
+        tokio::spawn(fence_silent_nodes(
+            raft.clone(),
+            state.clone(),
+            liveness.clone(),
+            config.node_heartbeat.min(config.session_timeout / 4),
+            config.propose_timeout,
         ));
+        let server = match config.listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Listen { addr, source })?;
+                let responder = RaftResponder {
+                    raft: raft.clone(),
+                    propose_timeout: config.propose_timeout,
+                    liveness: liveness.clone(),
+                };
+                Some(tokio::spawn(serve(listener, link.clone(), responder)))
+            }
+            None => None,
+        };
         let voter = config.voters.iter().any(|(id, _)| *id == config.node_id);
         let initialized = raft
             .is_initialized()
@@ -216,6 +305,7 @@ impl Quorum {
             raft,
             state,
             link,
+            liveness,
             config,
             forwards: Mutex::new(HashMap::new()),
             server,
@@ -230,6 +320,11 @@ impl Quorum {
     /// The Raft instance (metrics, membership changes).
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
     }
 
     /// The controller (Raft leader) as this node knows it.
@@ -262,12 +357,53 @@ impl Quorum {
         }
     }
 
+    /// Tells the controller this node is alive.
+    pub async fn heartbeat(&self) -> Result<(), ProposeError> {
+        let leader = self.controller();
+        if leader == Some(self.config.node_id) || leader.is_none() {
+            return hear(&self.raft, &self.liveness, self.config.node_id);
+        }
+        let deadline = Instant::now() + self.config.node_heartbeat.max(Duration::from_millis(500));
+        match self
+            .call_controller(leader.expect("known"), Body::Heartbeat, deadline)
+            .await?
+        {
+            Body::HeartbeatReply(r) => r,
+            other => Err(ProposeError::Unavailable(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// How often this node should send [`Quorum::heartbeat`].
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.config.node_heartbeat
+    }
+
     async fn forward(
         &self,
         leader: NodeId,
         command: Command,
         deadline: Instant,
     ) -> Result<Outcome, ProposeError> {
+        match self
+            .call_controller(leader, Body::Propose(command), deadline)
+            .await?
+        {
+            Body::ProposeReply(r) => r,
+            other => Err(ProposeError::Unavailable(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Sends `body` to node `leader` over the link, answering by `deadline`.
+    async fn call_controller(
+        &self,
+        leader: NodeId,
+        body: Body,
+        deadline: Instant,
+    ) -> Result<Body, ProposeError> {
         let addr = self
             .raft
             .metrics()
@@ -284,18 +420,30 @@ impl Quorum {
             .entry(leader)
             .or_insert_with(|| Peer::new(self.link.clone(), leader, addr));
         let ttl = deadline.saturating_duration_since(Instant::now());
-        match peer.call(Body::Propose(command), ttl).await {
-            Ok(Body::ProposeReply(r)) => r,
-            Ok(other) => Err(ProposeError::Unavailable(format!(
-                "unexpected answer {other:?}"
-            ))),
-            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        peer.call(body, ttl)
+            .await
+            .map_err(|e| ProposeError::Unavailable(e.to_string()))
+    }
+
+    /// What this node knows of the quorum now.
+    pub fn status(&self) -> QuorumStatus {
+        let m = self.raft.metrics().borrow().clone();
+        QuorumStatus {
+            node_id: self.config.node_id,
+            role: format!("{:?}", m.state).to_lowercase(),
+            controller: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            voters: m.membership_config.membership().voter_ids().collect(),
         }
     }
 
     /// Stops the Raft instance and the listener.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
-        self.server.abort();
+        if let Some(server) = &self.server {
+            server.abort();
+        }
     }
 }

@@ -23,11 +23,13 @@ fn config(id: NodeId, dir: &std::path::Path, voters: &[(NodeId, String)]) -> Quo
     QuorumConfig {
         node_id: id,
         data_dir: dir.to_path_buf(),
-        listen: addr.parse().unwrap(),
+        listen: Some(addr.parse().unwrap()),
         voters: voters.to_vec(),
         max_frame_bytes: 16 << 20,
         heartbeat: Duration::from_millis(100),
         propose_timeout: Duration::from_secs(3),
+        node_heartbeat: Duration::from_millis(500),
+        session_timeout: Duration::from_secs(60),
     }
 }
 
@@ -185,5 +187,28 @@ async fn three_members_agree_fail_over_and_catch_up() {
             Err(ProposeError::Unavailable(_)) | Err(ProposeError::NotController { .. })
         ),
         "{refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_voter_leads_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let voters = vec![(1, format!("127.0.0.1:{}", free_port()))];
+    let mut cfg = config(1, dir.path(), &voters);
+    cfg.heartbeat = Duration::from_millis(250);
+    let started = std::time::Instant::now();
+    let q = Quorum::start(cfg).await.unwrap();
+    let out = q
+        .propose(Command::Bootstrap {
+            cluster_id: "solo".into(),
+            topics: vec![],
+            definitions: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, Outcome::Done);
+    println!(
+        "single voter: first commit {:?} after start",
+        started.elapsed()
     );
 }

@@ -152,6 +152,16 @@ impl Spool {
         &self.data_dir
     }
 
+    /// Pauses the process (SIGSTOP), as a long GC pause or a frozen VM would.
+    pub fn pause(&self) {
+        unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
+    }
+
+    /// Resumes a paused process (SIGCONT).
+    pub fn resume(&self) {
+        unsafe { libc::kill(self.pid(), libc::SIGCONT) };
+    }
+
     /// The broker's process id.
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32

@@ -2,6 +2,7 @@
 //! recovered and the listeners are bound: true once this serves) and `GET /metrics` (Prometheus
 //! text). Errors are JSON bodies `{"error_code": ..., "message": ...}`.
 
+mod cluster;
 mod errors;
 #[cfg(debug_assertions)]
 mod faults;
@@ -121,6 +122,7 @@ routes! {
     "/readyz" => { get: readyz },
     "/metrics" => { get: metrics::scrape },
     "/openapi.json" => { get: openapi::document },
+    "/cluster" => { get: cluster::status },
     "/topics" => { get: topics::list, post: topics::create },
     "/topics/{topic}" => { get: topics::describe, delete: topics::delete },
     "/topics/{topic}/configs" => { patch: topics::alter_configs },

@@ -4,7 +4,7 @@
 use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
-use crate::{groups, members, metrics, queues, records, topics};
+use crate::{cluster, groups, members, metrics, queues, records, topics};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,7 @@ use crate::{groups, members, metrics, queues, records, topics};
         crate::readyz,
         metrics::scrape,
         document,
+        cluster::status,
         topics::list,
         topics::create,
         topics::describe,

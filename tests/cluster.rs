@@ -1,0 +1,201 @@
+//! A cluster of real `spool` processes on loopback: three nodes form one metadata quorum,
+//! every node sees every node, losing the controller elects another, and a node that comes
+//! back registers again.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{free_port, Spool};
+use serde_json::Value;
+
+/// Three `spool serve` processes, voters of one quorum.
+struct Cluster {
+    nodes: Vec<Spool>,
+}
+
+impl Cluster {
+    fn start(n: u64) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// `n` nodes, each also given `extra` flags.
+    fn start_with(n: u64, extra: &[&str]) -> Cluster {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let voters = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = (0..n as usize)
+            .map(|i| {
+                let id = (i + 1).to_string();
+                let addr = format!("127.0.0.1:{}", ports[i]);
+                let mut args = vec![
+                    "--node-id",
+                    &id,
+                    "--controller-voters",
+                    &voters,
+                    "--cluster-addr",
+                    &addr,
+                ];
+                args.extend_from_slice(extra);
+                Spool::start_with(&args)
+            })
+            .collect();
+        Cluster { nodes }
+    }
+
+    fn node(&mut self, id: u64) -> &mut Spool {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    /// `GET /cluster` on node `id`.
+    fn status(&self, id: u64) -> Value {
+        let (code, body) = self.nodes[id as usize - 1].http_get("/cluster");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits until every listed node's view satisfies `ok` (the state is published by each
+    /// node as it applies the metadata; this asks each node in turn, at most for 30 s).
+    fn until(&self, ids: &[u64], what: &str, ok: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let views: Vec<Value> = ids.iter().map(|id| self.status(*id)).collect();
+            if views.iter().all(&ok) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the nodes never agreed on {what}: {views:#?}\n{}",
+                self.nodes
+                    .iter()
+                    .map(|n| n.log())
+                    .collect::<Vec<_>>()
+                    .join("\n----\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn registered(view: &Value) -> usize {
+    view["nodes"].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn three_processes_form_one_cluster_and_elect_a_new_controller() {
+    let mut cluster = Cluster::start(3);
+    cluster.until(&[1, 2, 3], "three registered nodes", |v| {
+        registered(v) == 3 && v["controller"].is_u64()
+    });
+    let views: Vec<Value> = (1..=3).map(|id| cluster.status(id)).collect();
+    let cluster_id = views[0]["cluster_id"].clone();
+    let controller = views[0]["controller"].as_u64().unwrap();
+    for v in &views {
+        assert_eq!(v["cluster_id"], cluster_id, "one cluster id: {views:#?}");
+        assert_eq!(v["controller"].as_u64(), Some(controller));
+        assert_eq!(v["voters"], serde_json::json!([1, 2, 3]));
+    }
+    let leaders = views.iter().filter(|v| v["role"] == "leader").count();
+    assert_eq!(leaders, 1, "{views:#?}");
+    // Each node's listeners are known to every node.
+    let node2 = views[0]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == 2)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        node2["kafka_port"].as_u64(),
+        Some(cluster.node(2).port as u64)
+    );
+    assert_eq!(
+        node2["http_port"].as_u64(),
+        Some(cluster.node(2).http_port as u64)
+    );
+
+    // SIGKILL the controller: the other two elect another.
+    cluster.node(controller).kill9();
+    let others: Vec<u64> = (1..=3).filter(|id| *id != controller).collect();
+    cluster.until(&others, "a new controller", |v| {
+        v["controller"].as_u64().is_some_and(|c| c != controller)
+    });
+
+    // It comes back: it registers again (a new incarnation), and every node sees that.
+    cluster.node(controller).launch();
+    cluster.until(&[1, 2, 3], "the restarted node's new incarnation", |v| {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == controller && n["incarnation"] == 2)
+            && v["cluster_id"] == cluster_id
+    });
+}
+
+fn node_view(view: &Value, id: u64) -> Value {
+    view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// A node that stops heartbeating (SIGSTOP) is fenced by the controller once its session runs
+/// out; resumed, it registers again and is live, with a new incarnation.
+#[test]
+fn a_paused_node_is_fenced_and_comes_back_live() {
+    let cluster = Cluster::start_with(
+        3,
+        &[
+            "--node-heartbeat-ms",
+            "200",
+            "--node-session-timeout-ms",
+            "1500",
+        ],
+    );
+    cluster.until(&[1, 2, 3], "three live nodes", |v| {
+        registered(v) == 3 && v["controller"].is_u64()
+    });
+    let controller = cluster.status(1)["controller"].as_u64().unwrap();
+    let paused = (1..=3).find(|id| *id != controller).unwrap();
+    let others: Vec<u64> = (1..=3).filter(|id| *id != paused).collect();
+    cluster.nodes[paused as usize - 1].pause();
+    cluster.until(&others, "the paused node fenced", |v| {
+        node_view(v, paused)["fenced"] == true
+    });
+    // The others stay live.
+    for id in &others {
+        assert_eq!(node_view(&cluster.status(others[0]), *id)["fenced"], false);
+    }
+    cluster.nodes[paused as usize - 1].resume();
+    cluster.until(&[1, 2, 3], "the resumed node live again", |v| {
+        let n = node_view(v, paused);
+        n["fenced"] == false && n["incarnation"] == 2
+    });
+}
+
+#[test]
+fn a_node_outside_the_voters_is_refused_with_a_reason() {
+    let voters = format!("1@127.0.0.1:{}", free_port());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+        .args(["serve", "--node-id", "4", "--controller-voters", &voters])
+        .args([
+            "--data-dir",
+            tempfile::tempdir().unwrap().path().to_str().unwrap(),
+        ])
+        .args(["--kafka-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--amqp-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not among --controller-voters"), "{err}");
+}
