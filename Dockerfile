@@ -21,5 +21,5 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/spool /usr/local/bin/spool
 USER spool
 VOLUME /var/lib/spool
-EXPOSE 9092 5672 8080
+EXPOSE 9092 5672 8080 9093
 ENTRYPOINT ["spool", "serve", "--data-dir", "/var/lib/spool"]

@@ -266,6 +266,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Registers this node with the cluster (bootstrapping a new one with this node's id).
         let cluster_id = broker.catalog.snapshot().cluster_id.clone();
         let joining = quorum.clone();
+        let me = spool_actors::catalog::NodeInfo {
+            node_id: broker.config.node_id,
+            host: broker.config.advertised_host.clone(),
+            port: broker.config.advertised_port,
+        };
+        tokio::spawn(cluster_member::project_cluster(
+            quorum.clone(),
+            broker.catalog.clone(),
+            me,
+        ));
         tokio::spawn(async move {
             cluster_member::join(&joining, &cluster_id, node_record.clone()).await;
             cluster_member::keep_membership(joining, node_record).await;

@@ -81,6 +81,31 @@ impl Cluster {
     }
 }
 
+/// Asks `ok` until it holds, for at most 10 s.
+fn eventually(what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The brokers a Kafka client is told of by the node at `bootstrap` (rdkafka's Metadata).
+fn kafka_brokers(bootstrap: &str) -> Vec<(i32, u16)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = common::client_config(bootstrap).create().unwrap();
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    let mut brokers: Vec<(i32, u16)> = md
+        .brokers()
+        .iter()
+        .map(|b| (b.id(), b.port() as u16))
+        .collect();
+    brokers.sort_unstable();
+    brokers
+}
+
 fn registered(view: &Value) -> usize {
     view["nodes"].as_array().map_or(0, Vec::len)
 }
@@ -169,6 +194,13 @@ fn a_paused_node_is_fenced_and_comes_back_live() {
     cluster.nodes[paused as usize - 1].pause();
     cluster.until(&others, "the paused node fenced", |v| {
         node_view(v, paused)["fenced"] == true
+    });
+    // Kafka clients are no longer sent to it.
+    let bootstrap = cluster.nodes[others[0] as usize - 1].bootstrap();
+    eventually("the fenced node left out of Metadata", || {
+        kafka_brokers(&bootstrap)
+            .iter()
+            .all(|(id, _)| *id as u64 != paused)
     });
     // The others stay live.
     for id in &others {

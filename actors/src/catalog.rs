@@ -1,7 +1,8 @@
-//! Cluster metadata in one place: nodes, topics, partitions and their leaders. The topic
-//! registry is its only writer and publishes immutable snapshots; front ends read snapshots
-//! without messaging anyone. A Raft-backed metadata quorum can later produce the same
-//! snapshots without the front ends noticing.
+//! Cluster metadata in one place: nodes, topics, partitions and their leaders, as immutable
+//! snapshots front ends read without messaging anyone. Two writers, each of its own fields, each
+//! through `Catalog::update` (an atomic read-modify-write): the topic registry writes topics and
+//! partitions; the cluster projection (`cluster_member::project_cluster`) writes the cluster id,
+//! the controller and the nodes from the metadata quorum.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

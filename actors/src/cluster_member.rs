@@ -12,6 +12,7 @@ use spool_cluster::quorum::StartError;
 use spool_cluster::{Command, NodeId, Outcome, Quorum, QuorumConfig};
 use tracing::{info, warn};
 
+use crate::catalog::{Catalog, NodeInfo};
 use crate::supervision::Backoff;
 
 /// The quorum settings of a one-node cluster: the node is the only voter, and no other node
@@ -130,5 +131,55 @@ async fn try_join(
         other => Err(ProposeError::Unavailable(format!(
             "registration answered {other:?}"
         ))),
+    }
+}
+
+/// Keeps the catalog's cluster facts (cluster id, controller, the nodes Kafka clients are told
+/// of) equal to what the quorum says, as it changes. This node stays listed before it has
+/// registered (a client may ask before), and fenced nodes are left out, as Kafka leaves out
+/// brokers whose session ended. Runs until the quorum stops.
+pub async fn project_cluster(quorum: Arc<Quorum>, catalog: Catalog, me: NodeInfo) {
+    let mut applied = quorum.metadata();
+    let mut metrics = quorum.raft().metrics();
+    loop {
+        let (cluster_id, mut nodes) = {
+            let a = applied.borrow_and_update();
+            let nodes: Vec<NodeInfo> = a
+                .metadata
+                .live_nodes()
+                .filter_map(|n| {
+                    Some(NodeInfo {
+                        node_id: i32::try_from(n.id).ok()?,
+                        host: n.host.clone(),
+                        port: n.kafka_port,
+                    })
+                })
+                .collect();
+            (a.metadata.cluster_id.clone(), nodes)
+        };
+        if !nodes.iter().any(|n| n.node_id == me.node_id) {
+            nodes.push(me.clone());
+            nodes.sort_by_key(|n| n.node_id);
+        }
+        let controller = metrics
+            .borrow_and_update()
+            .current_leader
+            .and_then(|c| i32::try_from(c).ok());
+        catalog.update(|c| {
+            if !cluster_id.is_empty() {
+                c.cluster_id = cluster_id;
+            }
+            if let Some(controller) = controller {
+                c.controller_id = controller;
+            }
+            c.nodes = nodes;
+        });
+        let stopped = tokio::select! {
+            r = applied.changed() => r.is_err(),
+            r = metrics.changed() => r.is_err(),
+        };
+        if stopped {
+            return;
+        }
     }
 }

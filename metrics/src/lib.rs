@@ -1,12 +1,14 @@
 //! Spool's Prometheus metrics: the only crate that touches the prometheus library. Other crates
 //! hand it plain samples; it names, labels and encodes them.
 
+mod cluster;
 mod consumer_groups;
 pub mod live;
 mod queues;
 mod text;
 mod topics;
 
+pub use cluster::ClusterSample;
 pub use consumer_groups::{GroupSample, PartitionSample};
 pub use queues::QueueSample;
 pub use topics::TopicPartitionSample;
@@ -26,6 +28,8 @@ pub struct Samples {
     pub partitions: Vec<TopicPartitionSample>,
     pub groups: Vec<GroupSample>,
     pub queues: Vec<QueueSample>,
+    /// This node's view of the cluster.
+    pub cluster: ClusterSample,
 }
 
 /// A scrape: `samples` under kafka_exporter's and rabbitmq_prometheus's names, and the live
@@ -44,6 +48,7 @@ pub fn render(samples: &Samples) -> Result<String, MetricsError> {
     topics::write_topic_metrics(&mut out, samples.brokers, &samples.partitions);
     consumer_groups::write_group_metrics(&mut out, &samples.groups);
     queues::write_queue_metrics(&mut out, &samples.queues);
+    cluster::write_cluster_metrics(&mut out, &samples.cluster);
     let mut buf = out.into_bytes();
     prometheus::TextEncoder::new().encode(&live::registry().gather(), &mut buf)?;
     Ok(String::from_utf8(buf)?)

@@ -3,7 +3,9 @@
 
 use actix_web::{web, HttpResponse};
 use spool_actors::Broker;
-use spool_metrics::{GroupSample, PartitionSample, QueueSample, Samples, TopicPartitionSample};
+use spool_metrics::{
+    ClusterSample, GroupSample, PartitionSample, QueueSample, Samples, TopicPartitionSample,
+};
 
 /// The broker's state for one scrape.
 async fn samples(broker: &Broker) -> Samples {
@@ -52,11 +54,27 @@ async fn samples(broker: &Broker) -> Samples {
             consumers: c.consumers,
         })
         .collect();
+    let quorum = broker.cluster.status();
+    let (live, fenced) = {
+        let applied = broker.cluster.metadata();
+        let nodes = &applied.borrow().metadata.nodes;
+        let fenced = nodes.values().filter(|n| n.fenced).count();
+        (nodes.len() - fenced, fenced)
+    };
     Samples {
         brokers,
         partitions,
         groups,
         queues,
+        cluster: ClusterSample {
+            controller: quorum.controller == Some(quorum.node_id),
+            role: quorum.role,
+            term: quorum.term,
+            live_nodes: live,
+            fenced_nodes: fenced,
+            log_index: quorum.last_log_index.unwrap_or(0),
+            applied_index: quorum.last_applied_index.unwrap_or(0),
+        },
     }
 }
 

@@ -38,7 +38,12 @@ pub(crate) fn find_coordinator(
     version: i16,
 ) -> FindCoordinatorResponse {
     let snapshot = ctx.broker.catalog.snapshot();
-    let me = &snapshot.nodes[0];
+    let me_id = ctx.broker.config.node_id;
+    let me = snapshot
+        .nodes
+        .iter()
+        .find(|n| n.node_id == me_id)
+        .unwrap_or(&snapshot.nodes[0]);
     let answer = |key_type: i8| -> (i16, Option<&'static str>) {
         match key_type {
             0 => (0, None),
