@@ -71,15 +71,11 @@ async fn main() {
     }
     let controller = nodes[0].controller().expect("a controller");
     let ids: Vec<NodeId> = voters.iter().map(|(id, _)| *id).collect();
-    for (label, via) in [
-        ("through the controller", controller),
-        (
-            "through a follower (forwarded)",
-            *ids.iter()
-                .find(|id| **id != controller)
-                .unwrap_or(&controller),
-        ),
-    ] {
+    let mut paths = vec![("through the controller", controller)];
+    if let Some(follower) = ids.iter().find(|id| **id != controller) {
+        paths.push(("through a follower (forwarded)", *follower));
+    }
+    for (label, via) in paths {
         let q = &nodes[via as usize - 1];
         let mut took = Vec::with_capacity(n);
         for i in 0..n {
