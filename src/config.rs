@@ -143,6 +143,10 @@ pub struct ServeArgs {
     /// [default: 0.0.0.0:9093].
     #[arg(long, env = "SPOOL_CLUSTER_ADDR")]
     pub cluster_addr: Option<SocketAddr>,
+    /// The host:port other nodes reach this node's inter-node listener at, for an observer
+    /// (a node not among the voters) [default: --cluster-addr when it names an address].
+    #[arg(long, env = "SPOOL_ADVERTISED_CLUSTER_ADDR")]
+    pub advertised_cluster_addr: Option<String>,
     /// How often a node tells the controller it is alive [default: 2000].
     #[arg(long, env = "SPOOL_NODE_HEARTBEAT_MS")]
     pub node_heartbeat_ms: Option<u64>,
@@ -230,6 +234,7 @@ impl ServeArgs {
             log_rate_limit,
             controller_voters,
             cluster_addr,
+            advertised_cluster_addr,
             node_heartbeat_ms,
             node_session_timeout_ms
         );

@@ -195,24 +195,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     amqp_config.data_dir = broker_config.data_dir.clone();
     info!(node_id = broker_config.node_id, data_dir = %broker_config.data_dir.display(), "starting spool");
     let node_id = u64::try_from(broker_config.node_id).context("--node-id must not be negative")?;
-    let quorum_config = quorum_config(
+    let mut quorum_config = quorum_config(
         &args.controller_voters,
         args.cluster_addr,
+        &args.advertised_cluster_addr,
         node_id,
         &broker_config.data_dir,
     )?;
+    if let Some(ms) = args.node_heartbeat_ms {
+        quorum_config.node_heartbeat = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = args.node_session_timeout_ms {
+        quorum_config.session_timeout = Duration::from_millis(ms.max(1));
+    }
     let node_record = NodeRecord {
         id: node_id,
         host: broker_config.advertised_host.clone(),
         kafka_port: broker_config.advertised_port,
         amqp_port: amqp_listener.local_addr()?.port(),
         http_port: http_listener.local_addr()?.port(),
-        cluster_addr: quorum_config
-            .voters
-            .iter()
-            .find(|(id, _)| *id == node_id)
-            .map(|(_, a)| a.clone())
-            .unwrap_or_default(),
+        cluster_addr: quorum_config.advertised.clone(),
         incarnation: 0,
         fenced: false,
     };
@@ -314,6 +316,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn quorum_config(
     voters: &Option<String>,
     cluster_addr: Option<SocketAddr>,
+    advertised: &Option<String>,
     node_id: u64,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<QuorumConfig> {
@@ -322,13 +325,20 @@ fn quorum_config(
         return Ok(config);
     };
     let voters = config::parse_voters(voters)?;
-    if !voters.iter().any(|(id, _)| *id == node_id) {
-        bail!(
-            "node {node_id} is not among --controller-voters; every node of a cluster is a voter for now (observers are not supported yet)"
-        );
-    }
+    let listen = cluster_addr.unwrap_or_else(|| "0.0.0.0:9093".parse().unwrap());
+    config.advertised = match (voters.iter().find(|(id, _)| *id == node_id), advertised) {
+        // A voter is reached where the voter list says.
+        (Some((_, addr)), _) => addr.clone(),
+        // An observer says where, or is reached at the address it listens on.
+        (None, Some(addr)) => addr.clone(),
+        (None, None) if !listen.ip().is_unspecified() => listen.to_string(),
+        (None, None) => bail!(
+            "node {node_id} is an observer (not among --controller-voters) listening on {listen}: \
+             give --advertised-cluster-addr, the host:port other nodes reach it at"
+        ),
+    };
     config.voters = voters;
-    config.listen = Some(cluster_addr.unwrap_or_else(|| "0.0.0.0:9093".parse().unwrap()));
+    config.listen = Some(listen);
     Ok(config)
 }
 

@@ -12,6 +12,8 @@ use serde_json::Value;
 /// Three `spool serve` processes, voters of one quorum.
 struct Cluster {
     nodes: Vec<Spool>,
+    /// `--controller-voters` as every node was given it.
+    voters: String,
 }
 
 impl Cluster {
@@ -44,7 +46,7 @@ impl Cluster {
                 Spool::start_with(&args)
             })
             .collect();
-        Cluster { nodes }
+        Cluster { nodes, voters }
     }
 
     fn node(&mut self, id: u64) -> &mut Spool {
@@ -213,11 +215,41 @@ fn a_paused_node_is_fenced_and_comes_back_live() {
     });
 }
 
+/// A fourth node, not among the voters, is an observer: the controller adds it as a learner,
+/// it learns the metadata (every node, the controller) and registers like the others.
 #[test]
-fn a_node_outside_the_voters_is_refused_with_a_reason() {
+fn an_observer_learns_the_metadata_without_voting() {
+    let mut cluster = Cluster::start(3);
+    let voters = cluster.voters.clone();
+    let addr = format!("127.0.0.1:{}", free_port());
+    cluster.nodes.push(Spool::start_with(&[
+        "--node-id",
+        "4",
+        "--controller-voters",
+        &voters,
+        "--cluster-addr",
+        &addr,
+    ]));
+    cluster.until(&[1, 2, 3, 4], "four registered nodes", |v| {
+        registered(v) == 4 && v["controller"].is_u64()
+    });
+    let observer = cluster.status(4);
+    assert_eq!(observer["role"], "learner", "{observer:#}");
+    assert_eq!(observer["voters"], serde_json::json!([1, 2, 3]));
+    assert_eq!(node_view(&observer, 4)["voter"], false);
+    assert_eq!(
+        node_view(&observer, 4)["cluster_addr"].as_str(),
+        Some(addr.as_str())
+    );
+}
+
+/// An observer that listens on every interface must say where others reach it.
+#[test]
+fn an_observer_without_a_reachable_address_is_refused_with_a_reason() {
     let voters = format!("1@127.0.0.1:{}", free_port());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
         .args(["serve", "--node-id", "4", "--controller-voters", &voters])
+        .args(["--cluster-addr", "0.0.0.0:0"])
         .args([
             "--data-dir",
             tempfile::tempdir().unwrap().path().to_str().unwrap(),
@@ -229,5 +261,5 @@ fn a_node_outside_the_voters_is_refused_with_a_reason() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not among --controller-voters"), "{err}");
+    assert!(err.contains("--advertised-cluster-addr"), "{err}");
 }

@@ -23,6 +23,7 @@ pub fn single_node(node_id: NodeId, data_dir: &Path) -> QuorumConfig {
         data_dir: data_dir.to_path_buf(),
         listen: None,
         voters: vec![(node_id, String::new())],
+        advertised: String::new(),
         max_frame_bytes: 64 << 20,
         heartbeat: Duration::from_millis(250),
         propose_timeout: Duration::from_secs(10),

@@ -43,6 +43,7 @@ async fn main() {
                 data_dir: dirs[i].path().to_path_buf(),
                 listen: Some(addr.parse().unwrap()),
                 voters: voters.clone(),
+                advertised: addr.clone(),
                 max_frame_bytes: 64 << 20,
                 heartbeat: Duration::from_millis(250),
                 propose_timeout: Duration::from_secs(10),

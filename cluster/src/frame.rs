@@ -33,6 +33,11 @@ pub enum Body {
     Propose(Command),
     /// A node tells the controller it is alive.
     Heartbeat,
+    /// A node that is not a voter (an observer) asks the controller to add it as a learner at
+    /// `addr`, so that it receives the metadata.
+    AddLearner {
+        addr: String,
+    },
     VoteReply(Result<VoteResponse<NodeId>, String>),
     AppendReply(Result<AppendEntriesResponse<NodeId>, String>),
     SnapshotReply(Result<InstallSnapshotResponse<NodeId>, String>),
@@ -41,6 +46,8 @@ pub enum Body {
     ProposeReply(Result<Outcome, ProposeError>),
     /// The controller heard the heartbeat (or the receiver is not the controller).
     HeartbeatReply(Result<(), ProposeError>),
+    /// The learner was added (or the receiver is not the controller).
+    AddLearnerReply(Result<(), ProposeError>),
     /// The frame was refused (another cluster, a malformed body).
     Refused(String),
 }

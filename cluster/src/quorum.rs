@@ -31,8 +31,11 @@ pub struct QuorumConfig {
     /// no other node talks to).
     pub listen: Option<SocketAddr>,
     /// The voters and their inter-node addresses (`--controller-voters`); a node not among them
-    /// is a learner, added by the controller.
+    /// is an observer, added by the controller as a Raft learner when it asks.
     pub voters: Vec<(NodeId, String)>,
+    /// The address other nodes reach this node's listener at (a voter's is its entry in
+    /// `voters`).
+    pub advertised: String,
     pub max_frame_bytes: usize,
     /// Raft's heartbeat; elections time out after 5 to 10 of them.
     pub heartbeat: Duration,
@@ -128,8 +131,78 @@ impl Responder for RaftResponder {
                 Body::ProposeReply(write_local(&self.raft, command, deadline).await)
             }
             Body::Heartbeat => Body::HeartbeatReply(hear(&self.raft, &self.liveness, from)),
+            Body::AddLearner { addr } => {
+                let deadline = Instant::now() + self.propose_timeout;
+                Body::AddLearnerReply(add_learner(&self.raft, from, addr, deadline).await)
+            }
             other => Body::Refused(format!("not a request: {other:?}")),
         }
+    }
+}
+
+/// Adds `node` at `addr` as a learner, when this node is the controller (a voter asking is
+/// answered at once: it is in the quorum already).
+async fn add_learner(
+    raft: &Raft,
+    node: NodeId,
+    addr: String,
+    deadline: Instant,
+) -> Result<(), ProposeError> {
+    let m = raft.metrics().borrow().clone();
+    if m.membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == node)
+    {
+        return Ok(());
+    }
+    let add = raft.add_learner(node, BasicNode { addr }, false);
+    match tokio::time::timeout_at(deadline.into(), add).await {
+        Ok(Ok(_)) => {
+            info!(node, "observer added to the metadata quorum as a learner");
+            Ok(())
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(ProposeError::NotController {
+                leader: f.leader_id,
+            })
+        }
+        Ok(Err(e)) => Err(ProposeError::Unavailable(e.to_string())),
+        Err(_) => Err(ProposeError::Unavailable(
+            "the learner was not added in time".into(),
+        )),
+    }
+}
+
+/// An observer asks the voters, in turn, until the controller has added it as a learner.
+async fn join_as_learner(link: LinkConfig, voters: Vec<(NodeId, String)>, advertised: String) {
+    let mut wait = Duration::from_millis(50);
+    let mut next = 0;
+    loop {
+        let (id, addr) = voters[next % voters.len()].clone();
+        let mut peer = Peer::new(link.clone(), id, addr);
+        let asked = Body::AddLearner {
+            addr: advertised.clone(),
+        };
+        match peer.call(asked, Duration::from_secs(5)).await {
+            Ok(Body::AddLearnerReply(Ok(()))) => {
+                info!(
+                    node = link.node_id,
+                    "joined the metadata quorum as an observer"
+                );
+                return;
+            }
+            Ok(Body::AddLearnerReply(Err(ProposeError::NotController { leader: Some(l) }))) => {
+                if let Some(i) = voters.iter().position(|(v, _)| *v == l) {
+                    next = i;
+                    continue;
+                }
+                next += 1;
+            }
+            _ => next += 1,
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -290,6 +363,13 @@ impl Quorum {
                 voters = config.voters.len(),
                 "metadata quorum formed"
             );
+        }
+        if !voter {
+            tokio::spawn(join_as_learner(
+                link.clone(),
+                config.voters.clone(),
+                config.advertised.clone(),
+            ));
         }
         // Frames carry the cluster id once the metadata has one.
         let mut applied = state.subscribe();

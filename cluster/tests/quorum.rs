@@ -25,6 +25,7 @@ fn config(id: NodeId, dir: &std::path::Path, voters: &[(NodeId, String)]) -> Quo
         data_dir: dir.to_path_buf(),
         listen: Some(addr.parse().unwrap()),
         voters: voters.to_vec(),
+        advertised: addr.clone(),
         max_frame_bytes: 16 << 20,
         heartbeat: Duration::from_millis(100),
         propose_timeout: Duration::from_secs(3),
