@@ -208,6 +208,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(ms) = args.node_session_timeout_ms {
         quorum_config.session_timeout = Duration::from_millis(ms.max(1));
     }
+    // This node alone is the quorum (the one-node default, or a one-voter cluster's voter).
+    let sole_voter = quorum_config.voters.len() == 1 && quorum_config.voters[0].0 == node_id;
     let node_record = NodeRecord {
         id: node_id,
         host: broker_config.advertised_host.clone(),
@@ -233,12 +235,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let drain = shutdown_timeout.mul_f64(0.6);
     let (tx, rx) = std::sync::mpsc::channel();
     let cluster = quorum.clone();
+    // A one-node cluster is its own quorum: it registers before it serves, so /readyz is
+    // ready from the first request. A node of a larger cluster registers once the quorum can
+    // commit (its peers may start after it), and is ready from then on.
+    let register_first = sole_voter.then(|| node_record.clone());
     let actors = std::thread::Builder::new()
         .name("spool-actors".into())
         .spawn(move || {
             let system = actix_rt::System::new();
             system.block_on(async {
-                let started = Broker::start(broker_config, cluster).map(|broker| {
+                let started = Broker::start(broker_config, cluster);
+                if let (Ok(broker), Some(record)) = (&started, register_first) {
+                    let cluster_id = broker.catalog.snapshot().cluster_id.clone();
+                    cluster_member::join(&broker.cluster, &cluster_id, record).await;
+                }
+                let started = started.map(|broker| {
                     // The HTTP server runs on the actor system's runtime (actix-web's own).
                     let http = match spool_http::server(
                         http_listener,
@@ -279,7 +290,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             me,
         ));
         tokio::spawn(async move {
-            cluster_member::join(&joining, &cluster_id, node_record.clone()).await;
+            if !sole_voter {
+                cluster_member::join(&joining, &cluster_id, node_record.clone()).await;
+            }
             cluster_member::keep_membership(joining, node_record).await;
         });
         let listener = tokio::net::TcpListener::from_std(listener)?;

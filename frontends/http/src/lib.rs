@@ -1,5 +1,5 @@
 //! Spool's HTTP front end: `GET /healthz` (the process is up), `GET /readyz` (the store is
-//! recovered and the listeners are bound: true once this serves) and `GET /metrics` (Prometheus
+//! recovered, the listeners are bound and the node is a live member of its cluster) and `GET /metrics` (Prometheus
 //! text). Errors are JSON bodies `{"error_code": ..., "message": ...}`.
 
 mod cluster;
@@ -17,6 +17,7 @@ mod topics;
 
 /// Stops the server started by [`server`] (what the broker's shutdown uses).
 pub use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, Resource};
 use serde_json::json;
 use spool_actors::Broker;
@@ -39,20 +40,31 @@ async fn healthz() -> HttpResponse {
     get,
     path = "/readyz",
     tag = "operations",
-    summary = "The store is recovered and the listeners are bound",
+    summary = "The store is recovered, the listeners are bound and the node is a live member of its cluster",
     responses(
         (status = 200, description = "OK"),
-        (status = 503, description = "The broker is shutting down")
+        (status = 503, description = "Shutting down, or not (or no longer) registered with the cluster's metadata")
     )
 )]
 async fn readyz(broker: web::Data<Broker>) -> HttpResponse {
+    let unavailable = |why: &str| error(StatusCode::SERVICE_UNAVAILABLE, why.to_string());
     if broker.shutdown.begun() {
-        return error(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down".to_string(),
-        );
+        return unavailable("shutting down");
     }
-    HttpResponse::Ok().json(json!({"status": "ready"}))
+    let me = u64::try_from(broker.config.node_id).unwrap_or(u64::MAX);
+    let live = broker
+        .cluster
+        .metadata()
+        .borrow()
+        .metadata
+        .nodes
+        .get(&me)
+        .map(|n| !n.fenced);
+    match live {
+        Some(true) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Some(false) => unavailable("fenced by the controller; registering again"),
+        None => unavailable("not registered with the cluster's metadata yet"),
+    }
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
