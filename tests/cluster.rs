@@ -144,6 +144,18 @@ fn three_processes_form_one_cluster_and_elect_a_new_controller() {
         node2["http_port"].as_u64(),
         Some(cluster.node(2).http_port as u64)
     );
+    // Every registered, live node is ready.
+    for id in 1..=3 {
+        let (code, body) = cluster.node(id).http_get("/readyz");
+        assert_eq!(code, 200, "node {id}: {body}");
+    }
+    // Kafka clients of any node are told of every node (each node projects what it applied).
+    for id in 1..=3 {
+        let bootstrap = cluster.node(id).bootstrap();
+        eventually(&format!("node {id} listing three brokers"), || {
+            kafka_brokers(&bootstrap).len() == 3
+        });
+    }
 
     // SIGKILL the controller: the other two elect another.
     cluster.node(controller).kill9();
