@@ -108,6 +108,44 @@ fn kafka_brokers(bootstrap: &str) -> Vec<(i32, u16)> {
     brokers
 }
 
+/// Sends node `id`'s inter-node listener a frame longer than any allowed, one that is not JSON,
+/// and one from another cluster: each connection is closed (the last after a refusal), and
+/// the node still answers.
+fn bad_frames_are_refused(cluster: &Cluster, id: u64) {
+    use std::io::{Read, Write};
+    let addr = cluster
+        .voters
+        .split(',')
+        .find_map(|v| v.strip_prefix(&format!("{id}@")))
+        .unwrap()
+        .to_string();
+    let exchange = |bytes: &[u8]| -> Vec<u8> {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut answer = Vec::new();
+        // The node closes the connection: the read ends (a reset counts as the end too).
+        let _ = s.read_to_end(&mut answer);
+        answer
+    };
+    let frame = |body: &[u8]| {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    assert!(exchange(&u32::MAX.to_be_bytes()).is_empty(), "oversized");
+    assert!(exchange(&frame(b"not json")).is_empty(), "malformed");
+    let foreign = frame(br#"{"cluster_id":"another-cluster","from":9,"body":"Heartbeat"}"#);
+    let answer = exchange(&foreign);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.contains("Refused") && text.contains("another-cluster"),
+        "{text}"
+    );
+    let (code, _) = cluster.nodes[id as usize - 1].http_get("/cluster");
+    assert_eq!(code, 200);
+}
+
 fn registered(view: &Value) -> usize {
     view["nodes"].as_array().map_or(0, Vec::len)
 }
@@ -156,6 +194,9 @@ fn three_processes_form_one_cluster_and_elect_a_new_controller() {
             kafka_brokers(&bootstrap).len() == 3
         });
     }
+
+    // Bad input on the inter-node listener closes that connection, and the node serves on.
+    bad_frames_are_refused(&cluster, 1);
 
     // SIGKILL the controller: the other two elect another.
     cluster.node(controller).kill9();
