@@ -205,6 +205,16 @@ fn three_processes_form_one_cluster_and_elect_a_new_controller() {
         v["controller"].as_u64().is_some_and(|c| c != controller)
     });
 
+    // SIGTERM on a follower ends it in order, with status 0, quorum member included.
+    let follower = *others.iter().max().unwrap();
+    let (status, took) = cluster
+        .node(follower)
+        .terminate(Duration::from_secs(10))
+        .expect("a cluster node still running 10 s after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    println!("SIGTERM to exit on a cluster node: {took:?}");
+    cluster.node(follower).launch();
+
     // It comes back: it registers again (a new incarnation), and every node sees that.
     cluster.node(controller).launch();
     cluster.until(&[1, 2, 3], "the restarted node's new incarnation", |v| {
@@ -315,4 +325,41 @@ fn an_observer_without_a_reachable_address_is_refused_with_a_reason() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--advertised-cluster-addr"), "{err}");
+}
+
+/// A data directory from before the cluster existed (no `cluster.redb`) starts as a one-node
+/// cluster whose id is the one its clients knew, with its topics and records as they were.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_directory_from_before_the_cluster_is_upgraded_in_place() {
+    let mut spool = Spool::start();
+    common::create_topic(&spool.bootstrap(), "kept", 1).await;
+    let p = common::producer(&spool.bootstrap(), &[("acks", "all")]);
+    for i in 0..10 {
+        let v = format!("v{i}");
+        p.send(
+            rdkafka::producer::FutureRecord::<(), _>::to("kept").payload(&v),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    }
+    let before: Value = serde_json::from_str(&spool.http_get("/cluster").1).unwrap();
+    let (status, _) = spool.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success());
+    // What a broker written before the cluster left: no quorum store.
+    std::fs::remove_file(spool.data_dir().join("cluster.redb")).unwrap();
+    spool.launch();
+    let after: Value = serde_json::from_str(&spool.http_get("/cluster").1).unwrap();
+    assert_eq!(after["cluster_id"], before["cluster_id"], "{after:#}");
+    assert_eq!(registered(&after), 1);
+    let (code, _) = spool.http_get("/readyz");
+    assert_eq!(code, 200);
+    let records = common::consume(
+        &spool.bootstrap(),
+        "kept",
+        0,
+        rdkafka::Offset::Beginning,
+        10,
+    );
+    assert_eq!(records.len(), 10);
 }
