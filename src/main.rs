@@ -112,6 +112,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.log_rate_limit.unwrap_or(10),
     );
     let shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms.unwrap_or(10_000));
+    // The network runtime, and the signal handlers before any listener is bound: a SIGTERM that
+    // arrives while the broker starts is answered with the orderly shutdown, not the default
+    // disposition (which would end the process at once).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let signals = runtime.block_on(async { ShutdownSignals::install() })?;
     let kafka_addr: SocketAddr = args
         .kafka_addr
         .unwrap_or_else(|| "0.0.0.0:9092".parse().unwrap());
@@ -223,9 +230,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&broker_config.data_dir)
         .with_context(|| format!("creating {}", broker_config.data_dir.display()))?;
     // The metadata quorum's tasks run on the network runtime; the actors reach it from theirs.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let quorum = runtime
         .block_on(Quorum::start(quorum_config))
         .context("starting the metadata quorum")?;
@@ -310,7 +314,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
         tokio::select! {
-            _ = shutdown_signal() => info!("shutting down"),
+            _ = signals.received() => info!("shutting down"),
             _ = broker.shutdown.wait() => {}
         }
         shutdown(&broker, kafka, amqp, http, shutdown_timeout).await;
@@ -443,12 +447,28 @@ fn amqp_config(args: &ServeArgs) -> anyhow::Result<AmqpConfig> {
     })
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT (Ctrl-C), caught from the moment they are installed.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers (inside a tokio runtime).
+    fn install() -> anyhow::Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// The first of them to arrive (or to have arrived since they were installed).
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }
 
