@@ -70,7 +70,7 @@ pub enum ConsumerEvent {
 
 /// How long a queue actor restarted while the broker runs keeps the records its predecessor
 /// had handed out for their holders to claim back, before they are delivered again.
-pub const REATTACH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+pub const REATTACH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where a consumer's deliveries go: the front end's channel to its connection.
 pub type DeliverySink = mpsc::Sender<ConsumerEvent>;

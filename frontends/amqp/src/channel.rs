@@ -153,22 +153,20 @@ impl Channel {
         unacked.chain(self.getters.values().map(|(_, q)| q))
     }
 
-    /// Points what this channel holds of the queue actor `old` at `new` (the queue's actor was
-    /// restarted); answers the unsettled deliveries moved, by consumer.
-    pub fn move_handles(
-        &mut self,
-        old: &QueueHandle,
-        new: &QueueHandle,
-    ) -> Vec<(ConsumerId, RecordId)> {
+    /// Points what this channel holds of queue `new.name` at its actor `new` (the queue's
+    /// actor was restarted, maybe more than once: every earlier handle of it is dead); answers
+    /// the unsettled deliveries moved, by consumer.
+    pub fn move_handles(&mut self, new: &QueueHandle) -> Vec<(ConsumerId, RecordId)> {
+        let stale = |q: &QueueHandle| q.name == new.name && q.addr != new.addr;
         let mut moved = Vec::new();
         for u in self.unacked.values_mut() {
-            if u.queue.addr == old.addr {
+            if stale(&u.queue) {
                 u.queue = new.clone();
                 moved.push((u.consumer, u.id));
             }
         }
         for (_, q) in self.getters.values_mut() {
-            if q.addr == old.addr {
+            if stale(q) {
                 *q = new.clone();
             }
         }

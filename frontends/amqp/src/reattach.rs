@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use actix::Addr;
 use futures_util::stream::FuturesUnordered;
@@ -58,10 +59,8 @@ impl Future for Handled {
     }
 }
 
-/// A queue whose actor ended: the handle its consumers held, and the settlements to send again
-/// once the new actor is found.
+/// A queue whose actor ended: the settlements to send again once its new actor is found.
 pub struct Lost {
-    old: QueueHandle,
     stash: Vec<LostSettle>,
 }
 
@@ -174,15 +173,12 @@ impl Connection {
         let (queues, events, connection) =
             (self.broker.queues.clone(), self.events.clone(), self.id);
         let old_addr = old.addr.clone();
-        self.reattaching.insert(
-            name.clone(),
-            Lost {
-                old,
-                stash: Vec::new(),
-            },
-        );
+        self.reattaching
+            .insert(name.clone(), Lost { stash: Vec::new() });
         tokio::spawn(async move {
-            let mut backoff = Backoff::default();
+            // A registry lookup is cheap and the new actor holds the deliveries back only for
+            // a grace: look often (10 ms doubling to 100 ms, jittered), never in a tight loop.
+            let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(100));
             while !events.is_closed() {
                 let found = queues
                     .send(FindQueue {
@@ -217,7 +213,7 @@ impl Connection {
             let gone: Vec<ConsumerId> = self
                 .consumers
                 .iter()
-                .filter(|(_, c)| c.queue.addr == lost.old.addr)
+                .filter(|(_, c)| c.queue.name == name)
                 .map(|(id, _)| *id)
                 .collect();
             for consumer in gone {
@@ -229,7 +225,7 @@ impl Connection {
         // Claims first: what this connection holds is its own again before anything else.
         let mut claims: HashMap<ConsumerId, Vec<RecordId>> = HashMap::new();
         for ch in self.channels.values_mut() {
-            for (consumer, id) in ch.move_handles(&lost.old, &new) {
+            for (consumer, id) in ch.move_handles(&new) {
                 claims.entry(consumer).or_default().push(id);
             }
         }
@@ -254,7 +250,8 @@ impl Connection {
         }
         let mut attached = 0;
         for (id, c) in self.consumers.iter_mut() {
-            if c.queue.addr != lost.old.addr {
+            // Every earlier actor of the queue is dead, whichever this re-attach began with.
+            if c.queue.name != name || c.queue.addr == new.addr {
                 continue;
             }
             c.queue = new.clone();
