@@ -195,6 +195,27 @@ fn three_processes_form_one_cluster_and_elect_a_new_controller() {
         });
     }
 
+    // `spool cluster status` on any node prints the same cluster.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+        .args(["cluster", "status", "--http-addr"])
+        .arg(format!("127.0.0.1:{}", cluster.node(2).http_port))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let cluster_id = cluster_id.as_str().unwrap();
+    assert!(
+        table.starts_with(&format!(
+            "cluster {cluster_id}  controller: node {controller}"
+        )),
+        "{table}"
+    );
+    assert_eq!(
+        table.lines().filter(|l| l.contains("voter")).count(),
+        3,
+        "{table}"
+    );
+
     // Bad input on the inter-node listener closes that connection, and the node serves on.
     bad_frames_are_refused(&cluster, 1);
 
