@@ -192,6 +192,8 @@ pub struct GroupActor {
     offsets: HashMap<TopicPartition, CommittedOffset>,
     /// When the group last became empty (for offset expiry).
     pub(crate) empty_since: Instant,
+    /// Tells the group registry when this coordinator ends (declared last: dropped last).
+    end_notice: Option<crate::supervision::EndNotice>,
 }
 
 /// How often timers are checked.
@@ -224,7 +226,14 @@ impl GroupActor {
             initial_join: false,
             offsets: HashMap::new(),
             empty_since: Instant::now(),
+            end_notice: None,
         }
+    }
+
+    /// Reports this coordinator's end to its supervisor (the group registry), however it ends.
+    pub fn with_end_notice(mut self, notice: crate::supervision::EndNotice) -> Self {
+        self.end_notice = Some(notice);
+        self
     }
 
     pub(crate) fn unavailable(&self) -> BrokerError {
@@ -1220,6 +1229,10 @@ impl Handler<DeleteGroup> for GroupActor {
             changes,
         });
         Box::pin(record.into_actor(self).map(|res, act, ctx| {
+            // Deleted: not to be restarted by the registry.
+            if let Some(notice) = &mut act.end_notice {
+                notice.disarm();
+            }
             ctx.stop();
             match res {
                 Ok(r) => r,

@@ -15,7 +15,7 @@ use crate::catalog::Catalog;
 use crate::group::{GroupActor, GroupConfig};
 use crate::journal::JournalPlace;
 use crate::offsets_journal::OffsetsJournal;
-use crate::supervision::{ActorEnded, Current, EndReports, ShutdownSignal};
+use crate::supervision::{ActorEnded, Current, EndReports, RestartPolicy, ShutdownSignal};
 use crate::BrokerError;
 
 /// Longest group id accepted (Kafka has no limit; this bounds memory and journal frames).
@@ -32,8 +32,10 @@ pub struct GroupRegistry {
     catalog: Catalog,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
-    groups: HashMap<String, Addr<GroupActor>>,
-    restarts: u64,
+    /// Each group's coordinator and which start of it that is (see [`EndReports`]).
+    groups: HashMap<String, (Addr<GroupActor>, u64)>,
+    /// How each coordinator has been restarting.
+    restarts: HashMap<String, RestartPolicy>,
     /// Once it is up, stopped coordinators are not restarted.
     shutdown: ShutdownSignal,
 }
@@ -50,7 +52,7 @@ impl GroupRegistry {
     ) -> Result<Self, BrokerError> {
         let (journal, known) = OffsetsJournal::open(&place)?;
         let mut ends = EndReports::default();
-        let (notice, _) = ends.notice(JOURNAL, 0);
+        let (notice, _) = ends.notice(JOURNAL, JOURNAL_INDEX);
         let journal = Current::new(journal.with_end_notice(notice).start());
         let mut registry = GroupRegistry {
             config,
@@ -61,7 +63,7 @@ impl GroupRegistry {
             arbiters,
             next_arbiter: 0,
             groups: HashMap::new(),
-            restarts: 0,
+            restarts: HashMap::new(),
             shutdown,
         };
         for group in known {
@@ -85,7 +87,7 @@ impl GroupRegistry {
         spool_metrics::live::actor_restarted("journal");
         match OffsetsJournal::open(&self.place) {
             Ok((journal, _)) => {
-                let (notice, _) = self.ends.notice(JOURNAL, 0);
+                let (notice, _) = self.ends.notice(JOURNAL, JOURNAL_INDEX);
                 self.journal.set(journal.with_end_notice(notice).start());
                 warn!("group offsets journal's actor ended; restarted it from the journal");
             }
@@ -96,12 +98,14 @@ impl GroupRegistry {
     }
 
     fn start_group(&mut self, group: String) -> Addr<GroupActor> {
+        let (notice, incarnation) = self.ends.notice(&group, 0);
         let actor = GroupActor::new(
             group.clone(),
             self.config.clone(),
             self.journal.clone(),
             self.catalog.clone(),
-        );
+        )
+        .with_end_notice(notice);
         let addr = match self
             .arbiters
             .get(self.next_arbiter % self.arbiters.len().max(1))
@@ -110,25 +114,55 @@ impl GroupRegistry {
             None => actor.start(),
         };
         self.next_arbiter += 1;
-        self.groups.insert(group, addr.clone());
+        self.restarts
+            .entry(group.clone())
+            .or_default()
+            .started(std::time::Instant::now());
+        self.groups.insert(group, (addr.clone(), incarnation));
         addr
     }
 
-    /// The live coordinator of `group`, restarting it if it stopped.
-    fn live(&mut self, group: &str) -> Option<Addr<GroupActor>> {
-        let addr = self.groups.get(group)?;
-        if addr.connected() || self.shutdown.begun() {
-            return Some(addr.clone());
+    /// The coordinator of `group`, if the group is known. One that stopped is restarted by its
+    /// end notice; until then (or during the shutdown) its address is answered as it is, and
+    /// a message to it fails as a retriable error.
+    fn live(&self, group: &str) -> Option<Addr<GroupActor>> {
+        self.groups.get(group).map(|(addr, _)| addr.clone())
+    }
+
+    /// A coordinator ended: the current one of a group still known is restarted (its offsets
+    /// are loaded again from the journal; members rejoin when their next heartbeat gets
+    /// UNKNOWN_MEMBER_ID), at once or after a growing delay when it keeps ending as it starts.
+    fn group_ended(&mut self, ended: ActorEnded, ctx: &mut Context<Self>) {
+        let current = self
+            .groups
+            .get(&ended.name)
+            .is_some_and(|(_, incarnation)| *incarnation == ended.incarnation);
+        if !current || self.shutdown.begun() {
+            return;
         }
-        warn!(group, "group coordinator stopped; starting a new one");
-        self.restarts += 1;
-        spool_metrics::live::actor_restarted("group");
-        Some(self.start_group(group.to_string()))
+        let delay = self
+            .restarts
+            .entry(ended.name.clone())
+            .or_default()
+            .delay(std::time::Instant::now());
+        warn!(group = %ended.name, ?delay, "group coordinator ended; restarting it");
+        ctx.run_later(delay, move |act, _| {
+            let still = act
+                .groups
+                .get(&ended.name)
+                .is_some_and(|(_, incarnation)| *incarnation == ended.incarnation);
+            if still && !act.shutdown.begun() {
+                spool_metrics::live::actor_restarted("group");
+                act.start_group(ended.name);
+            }
+        });
     }
 }
 
-/// The name the journal's actor reports its end under.
+/// The name and index the journal's actor reports its end under (coordinators report under
+/// their group's id and index 0).
 const JOURNAL: &str = "offsets-journal";
+const JOURNAL_INDEX: i32 = -1;
 
 impl Actor for GroupRegistry {
     type Context = Context<Self>;
@@ -139,9 +173,12 @@ impl Actor for GroupRegistry {
 }
 
 impl StreamHandler<ActorEnded> for GroupRegistry {
-    fn handle(&mut self, _ended: ActorEnded, _: &mut Context<Self>) {
-        // The journal is the registry's only child that reports its end.
-        self.journal_ended();
+    fn handle(&mut self, ended: ActorEnded, ctx: &mut Context<Self>) {
+        if ended.index == JOURNAL_INDEX {
+            self.journal_ended();
+        } else {
+            self.group_ended(ended, ctx);
+        }
     }
 
     /// The registry keeps a sender, so the stream never ends while it runs; nothing to do.
@@ -209,7 +246,7 @@ impl Handler<crate::supervision::StopActor> for GroupRegistry {
         let stops: Vec<_> = self
             .groups
             .drain()
-            .map(|(_, a)| a.send(crate::supervision::StopActor))
+            .map(|(_, (a, _))| a.send(crate::supervision::StopActor))
             .collect();
         crate::supervision::stop_all_then_journal(stops, self.journal.get())
     }
@@ -227,5 +264,6 @@ impl Handler<ForgetGroup> for GroupRegistry {
 
     fn handle(&mut self, msg: ForgetGroup, _: &mut Context<Self>) {
         self.groups.remove(&msg.group_id);
+        self.restarts.remove(&msg.group_id);
     }
 }

@@ -94,6 +94,14 @@ impl EndNotice {
     }
 }
 
+impl EndNotice {
+    /// The actor is ending on purpose and must not be restarted (a deleted group): nothing is
+    /// reported when it ends.
+    pub fn disarm(&mut self) {
+        self.ended = None;
+    }
+}
+
 impl Drop for EndNotice {
     fn drop(&mut self) {
         if let Some(ended) = self.ended.take() {
@@ -174,6 +182,48 @@ impl<A: actix::Actor> Current<A> {
         A::Context: actix::dev::ToEnvelope<A, M>,
     {
         self.read().0.send(msg)
+    }
+}
+
+/// When to restart a child that ended: at once the first time, and after a growing delay
+/// (10 ms doubling to 5 s, jittered) while it keeps ending within a second of its last start,
+/// so a child that fails as it starts (a bad state, a missing dependency) cannot spin.
+#[derive(Debug, Clone)]
+pub struct RestartPolicy {
+    backoff: Backoff,
+    last_start: std::time::Instant,
+}
+
+/// A child that ran this long before it ended is restarted at once, its backoff forgotten.
+const STABLE_RUN: Duration = Duration::from_secs(1);
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            backoff: Backoff::new(Duration::from_millis(10), Duration::from_secs(5)),
+            last_start: std::time::Instant::now(),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// How long to wait before restarting a child that ended at `now`.
+    pub fn delay(&mut self, now: std::time::Instant) -> Duration {
+        if now.duration_since(self.last_start) >= STABLE_RUN {
+            self.backoff.reset();
+        }
+        let first = self.backoff.attempts() == 0;
+        let delay = self.backoff.next_delay();
+        if first {
+            Duration::ZERO
+        } else {
+            delay
+        }
+    }
+
+    /// The child was (re)started at `now`.
+    pub fn started(&mut self, now: std::time::Instant) {
+        self.last_start = now;
     }
 }
 
@@ -288,6 +338,24 @@ mod tests {
         assert_eq!(b.attempts(), 8);
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(10));
+    }
+
+    #[test]
+    fn restarts_are_immediate_unless_the_child_keeps_failing_as_it_starts() {
+        let t0 = std::time::Instant::now();
+        let mut p = RestartPolicy::default();
+        p.started(t0);
+        // Ended after a long run: at once.
+        assert_eq!(p.delay(t0 + Duration::from_secs(5)), Duration::ZERO);
+        p.started(t0 + Duration::from_secs(5));
+        // Ended right after starting, again and again: growing delays.
+        let soon = t0 + Duration::from_millis(5010);
+        let delays: Vec<Duration> = (0..4).map(|_| p.delay(soon)).collect();
+        assert!(delays[0] > Duration::ZERO && delays[0] <= Duration::from_millis(20));
+        assert!(delays[3] > delays[0], "{delays:?}");
+        // A stable run forgets them.
+        p.started(soon);
+        assert_eq!(p.delay(soon + Duration::from_secs(2)), Duration::ZERO);
     }
 
     #[test]

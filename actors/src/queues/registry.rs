@@ -22,7 +22,7 @@ use super::state_journal::{ForgetQueueState, QueueStateJournal, RetainQueueState
 use crate::catalog::Catalog;
 use crate::journal::JournalPlace;
 use crate::registry::{validate_topic_name, CreateTopic, DeleteTopic, TopicRegistry};
-use crate::supervision::{ActorEnded, Backoff, Current, EndReports};
+use crate::supervision::{ActorEnded, Current, EndReports, RestartPolicy};
 use crate::BrokerError;
 
 const QUEUE: &str = "queue";
@@ -175,20 +175,10 @@ struct QueueEntry {
     incarnation: u64,
 }
 
-/// How a queue's actor has been restarting, so that one that keeps failing is restarted with
-/// a growing delay instead of in a loop.
-struct Restarts {
-    backoff: Backoff,
-    last: std::time::Instant,
-}
-
 /// The queue-state journal's actor reports its end under this name and index (queue actors
 /// report under their queue's name and index 0).
 const JOURNAL_NAME: &str = "queue-state-journal";
 const JOURNAL_INDEX: i32 = -1;
-
-/// An actor that ran this long before it ended is restarted at once, its backoff forgotten.
-const STABLE_RUN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The topic for a queue: its own name when that is a legal topic name, otherwise the name with
 /// every other byte escaped as `_XX` (and `_` as `__`), prefixed `amqp.`.
@@ -247,7 +237,8 @@ pub struct QueueRegistry {
     recovered: Vec<QueueDef>,
     /// Where queue actors report their ends.
     ends: EndReports,
-    restarts: HashMap<String, Restarts>,
+    /// How each queue's actor has been restarting.
+    restarts: HashMap<String, RestartPolicy>,
     /// The shutdown has stopped the queues: none is restarted.
     stopping: bool,
 }
@@ -419,28 +410,11 @@ impl QueueRegistry {
         if !current || self.stopping {
             return;
         }
-        let now = std::time::Instant::now();
-        let restarts = self
+        let delay = self
             .restarts
             .entry(ended.name.clone())
-            .or_insert_with(|| Restarts {
-                backoff: Backoff::new(
-                    std::time::Duration::from_millis(10),
-                    std::time::Duration::from_secs(5),
-                ),
-                last: now,
-            });
-        if now.duration_since(restarts.last) >= STABLE_RUN {
-            restarts.backoff.reset();
-        }
-        // The first restart is at once; one that follows soon after waits.
-        let first = restarts.backoff.attempts() == 0;
-        let delay = restarts.backoff.next_delay();
-        let delay = if first {
-            std::time::Duration::ZERO
-        } else {
-            delay
-        };
+            .or_default()
+            .delay(std::time::Instant::now());
         warn!(queue = %ended.name, ?delay, "queue actor ended; restarting it from its journal");
         let name = ended.name;
         ctx.run_later(delay, move |act, ctx| {
@@ -457,7 +431,7 @@ impl QueueRegistry {
             };
             let entry = act.start_queue(def, ctx.address().recipient(), true);
             if let Some(r) = act.restarts.get_mut(&name) {
-                r.last = std::time::Instant::now();
+                r.started(std::time::Instant::now());
             }
             act.queues.insert(name, entry);
             act.publish();
