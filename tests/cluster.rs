@@ -195,6 +195,34 @@ fn three_processes_form_one_cluster_and_elect_a_new_controller() {
         });
     }
 
+    // kafka-python's admin client on any node names the same controller and cluster id.
+    for id in 1..=3 {
+        let bootstrap = cluster.node(id).bootstrap();
+        let script = "import sys, json\n\
+            from kafka.admin import KafkaAdminClient\n\
+            a = KafkaAdminClient(bootstrap_servers=sys.argv[1])\n\
+            d = a.describe_cluster()\n\
+            print(json.dumps({'controller': d['controller_id'], 'cluster': d['cluster_id'], \
+            'brokers': len(d['brokers'])}))";
+        let out = std::process::Command::new("python3")
+            .args(["-c", script, &bootstrap])
+            .output()
+            .expect("python3 with kafka-python (installed by .ci/run)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            seen["controller"].as_u64(),
+            Some(controller),
+            "node {id}: {seen}"
+        );
+        assert_eq!(seen["cluster"], cluster_id, "node {id}: {seen}");
+        assert_eq!(seen["brokers"], 3, "node {id}: {seen}");
+    }
+
     // `spool cluster status` on any node prints the same cluster.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
         .args(["cluster", "status", "--http-addr"])
