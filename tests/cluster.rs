@@ -254,6 +254,25 @@ fn three_processes_form_one_cluster_and_elect_a_new_controller() {
         v["controller"].as_u64().is_some_and(|c| c != controller)
     });
 
+    // Each survivor's /metrics counts the change, and exactly one reports being controller.
+    let metric = |id: u64, name: &str| -> i64 {
+        let (_, text) = cluster.nodes[id as usize - 1].http_get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from node {id}'s metrics"))
+    };
+    eventually("each survivor counting a controller change", || {
+        others
+            .iter()
+            .all(|id| metric(*id, "spool_cluster_controller_changes_total") >= 1)
+    });
+    let controllers: i64 = others
+        .iter()
+        .map(|id| metric(*id, "spool_cluster_controller"))
+        .sum();
+    assert_eq!(controllers, 1);
+
     // SIGTERM on a follower ends it in order, with status 0, quorum member included.
     let follower = *others.iter().max().unwrap();
     let (status, took) = cluster

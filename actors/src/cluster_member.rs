@@ -142,6 +142,7 @@ async fn try_join(
 pub async fn project_cluster(quorum: Arc<Quorum>, catalog: Catalog, me: NodeInfo) {
     let mut applied = quorum.metadata();
     let mut metrics = quorum.raft().metrics();
+    let mut last_controller = None;
     loop {
         let (cluster_id, mut nodes) = {
             let a = applied.borrow_and_update();
@@ -166,6 +167,13 @@ pub async fn project_cluster(quorum: Arc<Quorum>, catalog: Catalog, me: NodeInfo
             .borrow_and_update()
             .current_leader
             .and_then(|c| i32::try_from(c).ok());
+        if controller.is_some() && controller != last_controller {
+            if last_controller.is_some() {
+                spool_metrics::live::controller_changed();
+                info!(from = ?last_controller, to = ?controller, "the cluster's controller changed");
+            }
+            last_controller = controller;
+        }
         catalog.update(|c| {
             if !cluster_id.is_empty() {
                 c.cluster_id = cluster_id;

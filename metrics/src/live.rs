@@ -100,6 +100,7 @@ struct Live {
     connections: [IntGauge; 3],
     channels: IntGauge,
     actor_restarts: IntCounterVec,
+    controller_changes: IntCounter,
     rebalances: IntCounterVec,
     queue_deliveries: IntCounter,
     queue_redeliveries: IntCounter,
@@ -217,6 +218,10 @@ impl Live {
                 "Actors restarted by their supervisor after dying",
                 &["actor"],
             )?,
+            controller_changes: counter(
+                "spool_cluster_controller_changes_total",
+                "Times this node saw the cluster's controller change (a new metadata quorum leader)",
+            )?,
             rebalances: counters(
                 "spool_group_rebalances_total",
                 "Consumer group rebalances started (classic) or group epochs bumped (consumer)",
@@ -322,7 +327,7 @@ impl Live {
     /// zero too, so dashboards and alerts see them before the first event (as Prometheus
     /// recommends).
     fn with_known_series(self) -> Live {
-        for actor in ["partition", "group"] {
+        for actor in ["partition", "group", "queue", "journal"] {
             self.actor_restarts.with_label_values(&[actor]);
         }
         for protocol in ["classic", "consumer"] {
@@ -400,9 +405,14 @@ pub fn channels(delta: i64) {
     LIVE.rabbit_channels.add(delta);
 }
 
-/// A supervisor restarted an actor of this kind (`partition`, `group`).
+/// A supervisor restarted an actor of this kind (`partition`, `group`, `queue`, `journal`).
 pub fn actor_restarted(actor: &str) {
     LIVE.actor_restarts.with_label_values(&[actor]).inc();
+}
+
+/// This node saw the cluster's controller change.
+pub fn controller_changed() {
+    LIVE.controller_changes.inc();
 }
 
 /// A group started a rebalance; `protocol` is `classic` or `consumer`.

@@ -429,6 +429,7 @@ impl QueueRegistry {
             else {
                 return;
             };
+            spool_metrics::live::actor_restarted("queue");
             let entry = act.start_queue(def, ctx.address().recipient(), true);
             if let Some(r) = act.restarts.get_mut(&name) {
                 r.started(std::time::Instant::now());
