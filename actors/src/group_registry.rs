@@ -15,7 +15,9 @@ use crate::catalog::Catalog;
 use crate::group::{GroupActor, GroupConfig};
 use crate::journal::JournalPlace;
 use crate::offsets_journal::OffsetsJournal;
-use crate::supervision::{ActorEnded, Current, EndReports, RestartPolicy, ShutdownSignal};
+use crate::supervision::{
+    ActorEnded, Current, EndReports, RestartPolicy, ShutdownSignal, JOURNAL_INDEX,
+};
 use crate::BrokerError;
 
 /// Longest group id accepted (Kafka has no limit; this bounds memory and journal frames).
@@ -159,10 +161,9 @@ impl GroupRegistry {
     }
 }
 
-/// The name and index the journal's actor reports its end under (coordinators report under
-/// their group's id and index 0).
+/// The name the journal's actor reports its end under, with [`JOURNAL_INDEX`] (coordinators
+/// report under their group's id and index 0).
 const JOURNAL: &str = "offsets-journal";
-const JOURNAL_INDEX: i32 = -1;
 
 impl Actor for GroupRegistry {
     type Context = Context<Self>;

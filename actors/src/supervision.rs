@@ -227,6 +227,10 @@ impl RestartPolicy {
     }
 }
 
+/// The index a registry's journal reports its end under, beside the registry's other children
+/// (which report under index 0 and their own names).
+pub const JOURNAL_INDEX: i32 = -1;
+
 /// Where a supervisor's children report their ends: each child carries an [`EndNotice`] made
 /// here, and the supervisor reads the reports as a stream of [`ActorEnded`] on its own context.
 pub struct EndReports {

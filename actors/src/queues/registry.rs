@@ -22,7 +22,7 @@ use super::state_journal::{ForgetQueueState, QueueStateJournal, RetainQueueState
 use crate::catalog::Catalog;
 use crate::journal::JournalPlace;
 use crate::registry::{validate_topic_name, CreateTopic, DeleteTopic, TopicRegistry};
-use crate::supervision::{ActorEnded, Current, EndReports, RestartPolicy};
+use crate::supervision::{ActorEnded, Current, EndReports, RestartPolicy, JOURNAL_INDEX};
 use crate::BrokerError;
 
 const QUEUE: &str = "queue";
@@ -175,10 +175,9 @@ struct QueueEntry {
     incarnation: u64,
 }
 
-/// The queue-state journal's actor reports its end under this name and index (queue actors
-/// report under their queue's name and index 0).
+/// The name the queue-state journal's actor reports its end under, with [`JOURNAL_INDEX`]
+/// (queue actors report under their queue's name and index 0).
 const JOURNAL_NAME: &str = "queue-state-journal";
-const JOURNAL_INDEX: i32 = -1;
 
 /// The topic for a queue: its own name when that is a legal topic name, otherwise the name with
 /// every other byte escaped as `_XX` (and `_` as `__`), prefixed `amqp.`.

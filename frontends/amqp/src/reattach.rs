@@ -59,13 +59,9 @@ impl Future for Handled {
     }
 }
 
-/// A queue whose actor ended: the settlements to send again once its new actor is found.
-pub struct Lost {
-    stash: Vec<LostSettle>,
-}
-
-/// Queues being re-attached, by name.
-pub type Reattaching = HashMap<String, Lost>;
+/// Queues whose actor ended, by name, with the settlements to send again once the new actor is
+/// found.
+pub type Reattaching = HashMap<String, Vec<LostSettle>>;
 
 /// Sends a settlement and watches that its actor handles it.
 pub fn send_settle(
@@ -116,7 +112,7 @@ impl Connection {
     pub fn settle_lost(&mut self, lost: LostSettle) {
         let name = lost.queue.name.clone();
         if let Some(r) = self.reattaching.get_mut(&name) {
-            r.stash.push(lost);
+            r.push(lost);
             return;
         }
         let current = self.current_handle(&name);
@@ -138,7 +134,7 @@ impl Connection {
                 let old = lost.queue.clone();
                 self.queue_lost(old);
                 if let Some(r) = self.reattaching.get_mut(&name) {
-                    r.stash.push(lost);
+                    r.push(lost);
                 }
             }
         }
@@ -173,8 +169,7 @@ impl Connection {
         let (queues, events, connection) =
             (self.broker.queues.clone(), self.events.clone(), self.id);
         let old_addr = old.addr.clone();
-        self.reattaching
-            .insert(name.clone(), Lost { stash: Vec::new() });
+        self.reattaching.insert(name.clone(), Vec::new());
         tokio::spawn(async move {
             // A registry lookup is cheap and the new actor holds the deliveries back only for
             // a grace: look often (10 ms doubling to 100 ms, jittered), never in a tight loop.
@@ -229,7 +224,7 @@ impl Connection {
                 claims.entry(consumer).or_default().push(id);
             }
         }
-        for s in &lost.stash {
+        for s in &lost {
             claims
                 .entry(s.consumer)
                 .or_default()
@@ -239,7 +234,7 @@ impl Connection {
         for (consumer, records) in claims {
             new.do_send(ClaimDeliveries { consumer, records });
         }
-        for s in lost.stash {
+        for s in lost {
             send_settle(
                 &mut self.settling,
                 new.clone(),
